@@ -1,0 +1,1 @@
+"""Alembic migrations of sagaline: one history, schemas `saga` and one per worker."""

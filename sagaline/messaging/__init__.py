@@ -1,0 +1,1 @@
+"""Broker plumbing shared by the orchestrator and the workers: parsing, retry, parking."""

@@ -1,0 +1,200 @@
+"""One delivery's life: parse, process, then ack, retry with backoff, or park with a reason.
+
+Shared by the orchestrator and every worker, so retry and parking behave the same everywhere.
+Retried and parked copies are re-published with publisher confirms *before* the original is
+acknowledged: a crash in between duplicates a message (the inbox absorbs it), never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, DeliveryMode
+
+from contracts.envelope import Envelope
+from contracts.topology import (
+    H_ATTEMPT,
+    H_ERROR,
+    H_FIRST_FAILED_AT,
+    H_LAST_FAILED_AT,
+    H_ORIGINAL_QUEUE,
+    H_REASON,
+    ParkReason,
+    Topology,
+)
+from sagaline.db import is_database_outage
+from sagaline.messaging.errors import PermanentMessageError, error_summary
+from sagaline.messaging.parsing import parse_body
+
+log = logging.getLogger("sagaline.delivery")
+
+Process = Callable[[Envelope[Any], AbstractIncomingMessage], Awaitable[None]]
+
+# Broker bookkeeping headers that must not follow a message into a re-published copy.
+_DROPPED_HEADERS = frozenset(
+    {"x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
+     "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason"}
+)
+
+
+@dataclass
+class DeliveryHandler:
+    consumer: str
+    topology: Topology
+    channel: AbstractChannel
+    """A channel with publisher confirms, used for retry and parking copies."""
+    process: Process
+    max_body_bytes: int
+    outage_backoff: tuple[float, float] = (0.5, 10.0)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    async def __call__(self, delivery: AbstractIncomingMessage) -> None:
+        try:
+            await self._handle(delivery)
+        except Exception as exc:
+            # Retry or parking copies could not be published (broker trouble). Give the message
+            # back after a pause instead of holding it unacknowledged for the channel's life;
+            # the quorum queue's delivery limit bounds how often this can happen.
+            log.warning("could not settle delivery", extra={"error": error_summary(exc)})
+            await asyncio.sleep(1.0)
+            await _requeue(delivery)
+
+    async def _handle(self, delivery: AbstractIncomingMessage) -> None:
+        try:
+            envelope = parse_body(delivery.body, delivery.content_type, self.max_body_bytes)
+        except PermanentMessageError as exc:
+            await self._park(delivery, exc.reason, exc.summary)
+            return
+        await self._process_until_settled(envelope, delivery)
+
+    async def _process_until_settled(
+        self, envelope: Envelope[Any], delivery: AbstractIncomingMessage
+    ) -> None:
+        delay = self.outage_backoff[0]
+        while True:
+            try:
+                await self.process(envelope, delivery)
+            except PermanentMessageError as exc:
+                await self._park(delivery, exc.reason, exc.summary, envelope)
+                return
+            except Exception as exc:
+                if is_database_outage(exc) and not self.stopping.is_set():
+                    # Hold the delivery and wait: retrying through the queues would burn the
+                    # attempts of every message while the database is away.
+                    log.warning(
+                        "database unavailable; holding delivery",
+                        extra={"message_id": str(envelope.message_id), "retry_in": delay},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.outage_backoff[1])
+                    continue
+                if is_database_outage(exc):
+                    await _requeue(delivery)
+                    return
+                await self._retry_or_park(delivery, exc, envelope)
+                return
+            else:
+                await delivery.ack()
+                return
+
+    async def _retry_or_park(
+        self, delivery: AbstractIncomingMessage, exc: Exception, envelope: Envelope[Any]
+    ) -> None:
+        attempt = _int_header(delivery.headers, H_ATTEMPT)
+        summary = error_summary(exc)
+        delays = self.topology.retry_delays_ms
+        if attempt >= len(delays):
+            log.error(
+                "handler failed; retries exhausted",
+                extra=_ids(envelope) | {"error": summary, "attempts": attempt + 1},
+            )
+            await self._park(delivery, ParkReason.RETRIES_EXHAUSTED, summary, envelope)
+            return
+        queue = self.topology.retry_queue(self.consumer, delays[attempt])
+        log.warning(
+            "handler failed; retrying",
+            extra=_ids(envelope) | {"error": summary, "attempt": attempt + 1, "delay_ms": delays[attempt]},
+        )
+        headers = self._failure_headers(delivery, summary, attempt + 1)
+        await self.channel.default_exchange.publish(_copy(delivery, headers), routing_key=queue)
+        await delivery.ack()
+
+    async def _park(
+        self,
+        delivery: AbstractIncomingMessage,
+        reason: ParkReason,
+        summary: str,
+        envelope: Envelope[Any] | None = None,
+    ) -> None:
+        log.error(
+            "message parked",
+            extra=(_ids(envelope) if envelope else {"message_id": delivery.message_id})
+            | {"reason": str(reason), "error": summary, "queue": self.consumer},
+        )
+        attempt = _int_header(delivery.headers, H_ATTEMPT)
+        headers = self._failure_headers(delivery, summary, attempt + 1)
+        headers[H_REASON] = str(reason)
+        exchange = await self.channel.get_exchange(self.topology.parking_exchange, ensure=False)
+        await exchange.publish(
+            _copy(delivery, headers), routing_key=self.topology.work_queue(self.consumer)
+        )
+        await delivery.ack()
+
+    def _failure_headers(
+        self, delivery: AbstractIncomingMessage, summary: str, attempt: int
+    ) -> dict[str, Any]:
+        now = self.now().isoformat()
+        headers = {k: v for k, v in (delivery.headers or {}).items() if k not in _DROPPED_HEADERS}
+        headers.setdefault(H_FIRST_FAILED_AT, now)
+        headers[H_LAST_FAILED_AT] = now
+        headers[H_ATTEMPT] = attempt
+        headers[H_ERROR] = summary
+        headers[H_ORIGINAL_QUEUE] = self.topology.work_queue(self.consumer)
+        return headers
+
+
+def _copy(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=delivery.body,
+        headers=headers,
+        content_type=delivery.content_type,
+        content_encoding=delivery.content_encoding,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=delivery.message_id,
+        correlation_id=delivery.correlation_id,
+        type=delivery.type,
+        timestamp=delivery.timestamp,
+        app_id=delivery.app_id,
+    )
+
+
+async def _requeue(delivery: AbstractIncomingMessage) -> None:
+    try:
+        await delivery.nack(requeue=True)
+    except Exception:  # the channel is gone: the broker redelivers on its own
+        log.debug("nack failed; delivery returns to the queue when the channel closes")
+
+
+def _int_header(headers: dict[str, Any] | None, name: str) -> int:
+    value = (headers or {}).get(name, 0)
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _ids(envelope: Envelope[Any] | None) -> dict[str, Any]:
+    if envelope is None:
+        return {}
+    return {
+        "message_id": str(envelope.message_id),
+        "correlation_id": str(envelope.correlation_id),
+        "message_type": envelope.type,
+    }

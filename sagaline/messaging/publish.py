@@ -1,0 +1,62 @@
+"""Publishing envelopes with the AMQP properties that mirror them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, DeliveryMode
+
+from contracts.envelope import Envelope
+from contracts.topology import H_CAUSATION_ID, H_SCHEMA_VERSION
+
+CONTENT_TYPE = "application/json"
+
+
+def amqp_message(
+    body: bytes,
+    *,
+    message_id: str,
+    correlation_id: str,
+    message_type: str,
+    causation_id: str | None = None,
+    schema_version: int = 1,
+    headers: dict[str, Any] | None = None,
+) -> aio_pika.Message:
+    all_headers: dict[str, Any] = {H_SCHEMA_VERSION: schema_version, **(headers or {})}
+    if causation_id is not None:
+        all_headers[H_CAUSATION_ID] = causation_id
+    return aio_pika.Message(
+        body=body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        correlation_id=correlation_id,
+        type=message_type,
+        headers=all_headers,
+        app_id="sagaline",
+    )
+
+
+def envelope_message(envelope: Envelope[Any], headers: dict[str, Any] | None = None) -> aio_pika.Message:
+    return amqp_message(
+        envelope.to_json(),
+        message_id=str(envelope.message_id),
+        correlation_id=str(envelope.correlation_id),
+        message_type=envelope.type,
+        causation_id=str(envelope.causation_id) if envelope.causation_id else None,
+        schema_version=envelope.schema_version,
+        headers=headers,
+    )
+
+
+async def publish_envelope(
+    channel: AbstractChannel,
+    exchange_name: str,
+    envelope: Envelope[Any],
+    *,
+    headers: dict[str, Any] | None = None,
+) -> None:
+    """Publish persistently and wait for the broker's confirm; unroutable messages raise."""
+    exchange = await channel.get_exchange(exchange_name, ensure=False)
+    await exchange.publish(envelope_message(envelope, headers), routing_key=envelope.type, mandatory=True)

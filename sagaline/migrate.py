@@ -1,0 +1,85 @@
+"""`sagaline migrate`: create the database if needed and upgrade it to the single alembic head.
+
+Safe when several replicas start at once: a session-level advisory lock serialises them, and a
+replica that waited finds the schema already at head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from sagaline.settings import Settings
+
+log = logging.getLogger("sagaline.migrate")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_LOCK_KEY = 0x5A6A11E  # "sagaline" migrations; any fixed 64-bit key shared by all replicas
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolation would choke on a '%' in a password.
+    config.set_main_option("sqlalchemy.url", settings.sqlalchemy_url.replace("%", "%%"))
+    return config
+
+
+def _dsn(settings: Settings, database: str | None = None) -> str:
+    url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+async def ensure_database(settings: Settings) -> None:
+    """Create the configured database when it does not exist (first start on a fresh server)."""
+    name = make_url(settings.sqlalchemy_url).database
+    if not name:
+        return
+    try:
+        conn = await asyncpg.connect(_dsn(settings))
+    except asyncpg.InvalidCatalogNameError:
+        admin = await asyncpg.connect(_dsn(settings, "postgres"))
+        try:
+            quoted = '"' + name.replace('"', '""') + '"'
+            await admin.execute(f"CREATE DATABASE {quoted}")
+            log.info("created database", extra={"database": name})
+        except asyncpg.DuplicateDatabaseError:
+            pass  # another replica created it first
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+async def upgrade(settings: Settings, revision: str = "head") -> None:
+    await ensure_database(settings)
+    lock_conn = await asyncpg.connect(_dsn(settings))
+    try:
+        await lock_conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        # alembic's env.py calls asyncio.run(); run it off this loop's thread.
+        await asyncio.to_thread(command.upgrade, alembic_config(settings), revision)
+    finally:
+        try:
+            await lock_conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        finally:
+            await lock_conn.close()
+
+
+async def current_revision(settings: Settings) -> str | None:
+    conn = await asyncpg.connect(_dsn(settings))
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+        if not exists:
+            return None
+        value = await conn.fetchval("SELECT version_num FROM public.alembic_version")
+        return str(value) if value is not None else None
+    finally:
+        await conn.close()

@@ -1,0 +1,194 @@
+"""The shell every sagaline process runs in: FastStream app, broker, database, health routes.
+
+The orchestrator and each worker are the same kind of process: they consume one work queue
+through a DeliveryHandler, and some run background loops (outbox relay, timers). Nothing
+connects at import time; `build_service` returns an app whose lifespan opens and closes all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitMessage, RabbitQueue
+from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import CollectorRegistry, make_asgi_app
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts.topology import Topology
+from sagaline.db import create_engine
+from sagaline.messaging.declare import declare_consumer
+from sagaline.messaging.delivery import DeliveryHandler, Process
+from sagaline.settings import Settings
+
+log = logging.getLogger("sagaline.service")
+
+
+class Background(Protocol):
+    """A loop that runs beside the consumer (outbox relay, timer loop)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Resources:
+    """What a process has once started; handed to the process and background factories."""
+
+    settings: Settings
+    broker: RabbitBroker
+    registry: CollectorRegistry
+    engine: AsyncEngine = field(init=False)
+    connection: AbstractRobustConnection = field(init=False)
+    channel: AbstractChannel = field(init=False)
+    """A channel with publisher confirms that raises on unroutable (returned) messages."""
+
+    @property
+    def topology(self) -> Topology:
+        return self.settings.topology
+
+
+ProcessFactory = Callable[[Resources], Process]
+BackgroundFactory = Callable[[Resources], Sequence[Background]]
+Bindings = Callable[[Topology], Sequence[tuple[str, str]]]
+
+
+async def connect_amqp(settings: Settings) -> AbstractRobustConnection:
+    return await aio_pika.connect_robust(
+        settings.amqp_url, client_properties={"connection_name": "sagaline"}
+    )
+
+
+async def confirm_channel(connection: AbstractRobustConnection) -> AbstractChannel:
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
+def build_service(
+    settings: Settings,
+    consumer: str,
+    bindings: Bindings,
+    make_process: ProcessFactory,
+    make_background: BackgroundFactory = lambda _: (),
+    on_ready: Callable[[Resources], Awaitable[None]] | None = None,
+) -> AsgiFastStream:
+    registry = CollectorRegistry()
+    broker = RabbitBroker(
+        settings.amqp_url,
+        # Bounded prefetch: in-flight concurrency equals prefetch for RabbitMQ subscribers.
+        default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
+        graceful_timeout=settings.graceful_timeout_seconds,
+        middlewares=[
+            RabbitTelemetryMiddleware(),
+            RabbitPrometheusMiddleware(registry=registry, app_name=f"sagaline-{consumer}"),
+        ],
+        log_level=logging.DEBUG,
+    )
+    resources = Resources(settings=settings, broker=broker, registry=registry)
+    topology = settings.topology
+    handler_box: dict[str, DeliveryHandler] = {}
+    background: list[Background] = []
+
+    queue = RabbitQueue(topology.work_queue(consumer), queue_type=QueueType.QUORUM, declare=False)
+
+    @broker.subscriber(queue, ack_policy=AckPolicy.MANUAL, no_reply=True)
+    async def on_message(message: RabbitMessage) -> None:
+        await handler_box["handler"](message.raw_message)
+
+    async def startup() -> None:
+        resources.engine = create_engine(settings)
+        resources.connection = await connect_amqp(settings)
+        resources.channel = await confirm_channel(resources.connection)
+        await declare_consumer(resources.channel, topology, consumer, bindings(topology))
+        handler_box["handler"] = DeliveryHandler(
+            consumer=consumer,
+            topology=topology,
+            channel=resources.channel,
+            process=make_process(resources),
+            max_body_bytes=settings.max_body_bytes,
+        )
+
+    async def after_startup() -> None:
+        background.extend(make_background(resources))
+        for loop in background:
+            await loop.start()
+        if on_ready is not None:
+            await on_ready(resources)
+        log.info("started", extra={"consumer": consumer})
+
+    async def shutdown() -> None:
+        if "handler" in handler_box:
+            handler_box["handler"].stopping.set()
+        for loop in reversed(background):
+            await loop.stop()
+
+    async def after_shutdown() -> None:
+        if hasattr(resources, "connection"):
+            await resources.connection.close()
+        if hasattr(resources, "engine"):
+            await resources.engine.dispose()
+
+    @get(include_in_schema=False)
+    async def healthz(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b"ok", 200)
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Any) -> AsgiResponse:
+        problems = await readiness_problems(resources)
+        if problems:
+            return AsgiResponse(("; ".join(problems)).encode(), 503)
+        return AsgiResponse(b"ready", 200)
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[
+            ("/healthz", healthz),
+            ("/readyz", readyz),
+            ("/metrics", make_asgi_app(registry)),
+        ],
+        on_startup=[startup],
+        after_startup=[after_startup],
+        on_shutdown=[shutdown],
+        after_shutdown=[after_shutdown],
+    )
+
+
+async def readiness_problems(resources: Resources) -> list[str]:
+    """Broker and database checks; ASGI startup ends before the broker connects, so ping both."""
+    problems: list[str] = []
+    if not await resources.broker.ping(timeout=2.0):
+        problems.append("broker unreachable")
+    if not hasattr(resources, "engine"):
+        problems.append("database not configured yet")
+        return problems
+    try:
+        async with asyncio.timeout(2.0), resources.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        problems.append("database unreachable")
+    return problems
+
+
+def run(app: AsgiFastStream, settings: Settings) -> None:
+    """Serve the app (consumer, background loops and HTTP routes) until SIGINT/SIGTERM."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency on Linux
+        pass
+    asyncio.run(
+        app.run(
+            log_level=logging.WARNING,
+            run_extra_options={"host": settings.http_host, "port": settings.http_port},
+        )
+    )

@@ -1,0 +1,74 @@
+"""Settings from environment variables. Defaults work against a local RabbitMQ and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from contracts.topology import Topology
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAGALINE_", extra="ignore", frozen=True)
+
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        validation_alias=AliasChoices("AMQP_URL", "SAGALINE_AMQP_URL"),
+    )
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/sagaline",
+        validation_alias=AliasChoices("DATABASE_URL", "SAGALINE_DATABASE_URL"),
+    )
+    namespace: str = Field(default="sagaline", pattern=r"^[a-z][a-z0-9_\-]{0,40}$")
+    """Prefix of every exchange and queue name."""
+
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = (1.0, 5.0, 30.0)
+    """Seconds between delivery attempts of a transiently failing message, one queue per delay."""
+
+    delivery_limit: int = Field(default=20, ge=1, le=1000)
+    prefetch: int = Field(default=32, ge=1, le=5000)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    step_timeout_seconds: float = Field(default=120.0, gt=0)
+    """A command with no reply after this long counts as failed (must exceed the retry ladder)."""
+
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
+    timer_poll_seconds: float = Field(default=1.0, gt=0)
+    timer_batch_size: int = Field(default=200, ge=1, le=10_000)
+    graceful_timeout_seconds: float = Field(default=15.0, gt=0)
+    """How long a stopping process waits for in-flight messages (compose's stop grace is above)."""
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(
+            namespace=self.namespace,
+            retry_delays_ms=tuple(int(d * 1000) for d in self.retry_delays),
+            delivery_limit=self.delivery_limit,
+        )
+
+    @property
+    def step_timeout(self) -> timedelta:
+        return timedelta(seconds=self.step_timeout_seconds)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """DATABASE_URL in the form SQLAlchemy's asyncpg dialect expects."""
+        url = self.database_url
+        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        return url
