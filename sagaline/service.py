@@ -79,7 +79,7 @@ def build_service(
     bindings: Bindings,
     make_process: ProcessFactory,
     make_background: BackgroundFactory = lambda _: (),
-    on_ready: Callable[[Resources], Awaitable[None]] | None = None,
+    prepare: Callable[[Resources], Awaitable[None]] | None = None,
 ) -> AsgiFastStream:
     registry = CollectorRegistry()
     broker = RabbitBroker(
@@ -100,7 +100,9 @@ def build_service(
 
     queue = RabbitQueue(topology.work_queue(consumer), queue_type=QueueType.QUORUM, declare=False)
 
-    @broker.subscriber(queue, ack_policy=AckPolicy.MANUAL, no_reply=True)
+    # Our DeliveryHandler parses the raw body itself (size check first, precise park reasons);
+    # FastStream's own JSON decoding would fail on malformed input before the handler runs.
+    @broker.subscriber(queue, ack_policy=AckPolicy.MANUAL, no_reply=True, decoder=_raw_body)
     async def on_message(message: RabbitMessage) -> None:
         await handler_box["handler"](message.raw_message)
 
@@ -109,6 +111,8 @@ def build_service(
         resources.connection = await connect_amqp(settings)
         resources.channel = await confirm_channel(resources.connection)
         await declare_consumer(resources.channel, topology, consumer, bindings(topology))
+        if prepare is not None:
+            await prepare(resources)
         handler_box["handler"] = DeliveryHandler(
             consumer=consumer,
             topology=topology,
@@ -121,8 +125,6 @@ def build_service(
         background.extend(make_background(resources))
         for loop in background:
             await loop.start()
-        if on_ready is not None:
-            await on_ready(resources)
         log.info("started", extra={"consumer": consumer})
 
     async def shutdown() -> None:
@@ -160,6 +162,10 @@ def build_service(
         on_shutdown=[shutdown],
         after_shutdown=[after_shutdown],
     )
+
+
+async def _raw_body(message: RabbitMessage) -> None:
+    return None
 
 
 async def readiness_problems(resources: Resources) -> list[str]:

@@ -1,0 +1,98 @@
+"""A worker's inbox: one row per command it has handled, holding the reply it sent.
+
+The row is inserted *before* the handler runs, in the same transaction as the handler's effect.
+A second delivery of the same command (redelivery, retry, operator replay, or a concurrent
+duplicate, which waits on the primary key until the first transaction ends) finds the row and
+gets the stored reply back byte for byte: the effect happens once, the answer is always the same.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, func, select, update
+from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts.base import ReplyEvent
+from contracts.envelope import Envelope, EnvelopeHeader, new_envelope
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """The inbox table in the metadata's schema (every worker has its own, same shape).
+
+    reply_type and reply_body are NULL only inside the transaction that claims the row: the
+    handler's reply is written before commit, so a committed row always has both.
+    """
+    return Table(
+        "inbox",
+        metadata,
+        Column("message_id", UUID(as_uuid=True), primary_key=True),
+        Column("command_type", String(100), nullable=False),
+        Column("reply_type", String(100)),
+        Column("reply_body", LargeBinary),
+        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    """A reply envelope as published: its JSON body and the ids its AMQP properties mirror."""
+
+    body: bytes
+    header: EnvelopeHeader
+
+    @classmethod
+    def of(cls, envelope: Envelope[Any]) -> StoredReply:
+        body = envelope.to_json()
+        return cls(body=body, header=EnvelopeHeader.model_validate_json(body))
+
+    @classmethod
+    def from_body(cls, body: bytes) -> StoredReply:
+        return cls(body=body, header=EnvelopeHeader.model_validate_json(body))
+
+
+def reply_message_id(command_id: uuid.UUID) -> uuid.UUID:
+    """Deterministic, so a reply re-built for the same command is recognisably the same reply."""
+    return uuid.uuid5(command_id, "reply")
+
+
+def reply_envelope(command: Envelope[Any], reply: ReplyEvent) -> Envelope[ReplyEvent]:
+    return new_envelope(
+        reply,
+        correlation_id=command.correlation_id,
+        causation_id=command.message_id,
+        message_id=reply_message_id(command.message_id),
+    )
+
+
+async def claim(conn: AsyncConnection, inbox: Table, command: Envelope[Any]) -> StoredReply | None:
+    """Insert the command's inbox row; None when it is new, else the reply stored the first time."""
+    inserted = await conn.execute(
+        insert(inbox)
+        .values(message_id=command.message_id, command_type=command.type)
+        .on_conflict_do_nothing(index_elements=[inbox.c.message_id])
+        .returning(inbox.c.message_id)
+    )
+    if inserted.first() is not None:
+        return None
+    body = (
+        await conn.execute(
+            select(inbox.c.reply_body).where(inbox.c.message_id == command.message_id)
+        )
+    ).scalar_one()
+    if body is None:  # cannot happen after commit (see inbox_table); retrying is the safe answer
+        raise RuntimeError("inbox row without a stored reply")
+    return StoredReply.from_body(bytes(body))
+
+
+async def store_reply(
+    conn: AsyncConnection, inbox: Table, command_id: uuid.UUID, reply: StoredReply
+) -> None:
+    await conn.execute(
+        update(inbox)
+        .where(inbox.c.message_id == command_id)
+        .values(reply_type=reply.header.type, reply_body=reply.body)
+    )

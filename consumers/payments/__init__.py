@@ -1,0 +1,1 @@
+"""Payments worker. Documented test values: card token "tok_declined" is always declined."""

@@ -1,0 +1,167 @@
+"""The shape every worker shares: a name, a Postgres schema, and one handler per command type.
+
+A handler decides and applies the command's effect on the worker's own tables, on the connection
+it is given, and returns the reply event. Business outcomes (declined, out of stock) are reply
+events; an exception means a transient failure and sends the delivery through retry and parking.
+
+Per command the worker runs one transaction: claim the inbox row (or find the reply stored the
+first time), run the handler, store its reply; then, after commit, publish the reply with a
+publisher confirm; only then does the DeliveryHandler ack. A crash anywhere before the ack
+redelivers the command, which returns the stored reply: the effect happens once, the reply may be
+published more than once (the orchestrator's inbox absorbs that).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from faststream.asgi import AsgiFastStream
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
+from sqlalchemy import MetaData, Table
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumers.faults import FaultSwitch
+from consumers.inbox import StoredReply, claim, reply_envelope, store_reply
+from consumers.settings import WorkerSettings
+from contracts.base import Command, ReplyEvent
+from contracts.envelope import Envelope
+from contracts.topology import H_ATTEMPT, H_CAUSATION_ID, H_SCHEMA_VERSION, ParkReason, Topology
+from sagaline.messaging.delivery import Process
+from sagaline.messaging.errors import PermanentMessageError
+from sagaline.messaging.publish import CONTENT_TYPE
+from sagaline.service import Resources, build_service
+from sagaline.settings import Settings
+
+log = logging.getLogger("consumers.runtime")
+
+Handler = Callable[[AsyncConnection, Envelope[Any]], Awaitable[ReplyEvent]]
+HandlerMap = Mapping[type[Command], Handler]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is; `build_worker` turns it into a runnable FastStream app."""
+
+    name: str
+    """Consumer name: the work queue is `<namespace>.<name>`."""
+    schema: str
+    """The worker's own Postgres schema (its tables and its inbox live there)."""
+    metadata: MetaData
+    inbox: Table
+    commands: tuple[type[Command], ...]
+    """The command types bound to the work queue (contracts.routes.WORKER_COMMANDS)."""
+    make_handlers: Callable[[WorkerSettings], HandlerMap]
+    description: str = ""
+
+    def bindings(self, topology: Topology) -> Sequence[tuple[str, str]]:
+        return [(topology.commands_exchange, command.message_type) for command in self.commands]
+
+    def handlers(self, config: WorkerSettings) -> HandlerMap:
+        handlers = self.make_handlers(config)
+        if set(handlers) != set(self.commands):
+            # A bound command without a handler would be parked on every delivery.
+            raise ValueError(f"worker {self.name}: handlers do not match its bound commands")
+        return handlers
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """The Process a worker's DeliveryHandler calls for each parsed envelope."""
+
+    spec: WorkerSpec
+    handlers: HandlerMap
+    engine: AsyncEngine
+    broker: RabbitBroker
+    events: RabbitExchange
+    faults: FaultSwitch
+
+    async def __call__(self, envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
+        handler = self.handlers.get(type(envelope.payload))
+        if handler is None:
+            raise PermanentMessageError(
+                ParkReason.UNEXPECTED_TYPE, f"worker {self.spec.name} does not handle {envelope.type}"
+            )
+        reply, duplicate = await self._reply(envelope, handler, _attempt(delivery))
+        await publish_reply(self.broker, self.events, reply)
+        log.info(
+            "command handled",
+            extra={
+                "message_id": str(envelope.message_id),
+                "correlation_id": str(envelope.correlation_id),
+                "message_type": envelope.type,
+                "reply_type": reply.header.type,
+                "duplicate": duplicate,
+            },
+        )
+
+    async def _reply(
+        self, envelope: Envelope[Any], handler: Handler, attempt: int
+    ) -> tuple[StoredReply, bool]:
+        async with self.engine.begin() as conn:
+            stored = await claim(conn, self.spec.inbox, envelope)
+            if stored is not None:
+                return stored, True
+            self.faults.check(envelope, attempt)
+            reply = StoredReply.of(reply_envelope(envelope, await handler(conn, envelope)))
+            await store_reply(conn, self.spec.inbox, envelope.message_id, reply)
+        return reply, False
+
+
+async def publish_reply(broker: RabbitBroker, events: RabbitExchange, reply: StoredReply) -> None:
+    """Publish through FastStream (its telemetry middleware carries the trace context on).
+
+    The broker's channel has publisher confirms and raises on returned messages, so this returns
+    only once the broker has the reply in a queue: an unroutable reply raises and is retried.
+    """
+    header = reply.header
+    headers: dict[str, Any] = {H_SCHEMA_VERSION: header.schema_version}
+    if header.causation_id is not None:
+        headers[H_CAUSATION_ID] = str(header.causation_id)
+    await broker.publish(
+        reply.body,
+        exchange=events,
+        routing_key=header.type,
+        persist=True,
+        mandatory=True,
+        content_type=CONTENT_TYPE,
+        message_id=str(header.message_id),
+        correlation_id=str(header.correlation_id),
+        message_type=header.type,
+        headers=headers,
+    )
+
+
+def build_worker(
+    spec: WorkerSpec, settings: Settings, config: WorkerSettings | None = None
+) -> AsgiFastStream:
+    """The worker's app; `config` defaults to WorkerSettings() read from the environment."""
+    config = config if config is not None else WorkerSettings()
+    handlers = spec.handlers(config)
+    faults = FaultSwitch(frozenset(config.fail_commands))
+
+    def make_process(resources: Resources) -> Process:
+        if faults.active:
+            log.warning(
+                "FAULT INJECTION ACTIVE: these commands always fail",
+                extra={"consumer": spec.name, "fail_commands": sorted(faults.fail_commands)},
+            )
+        events = RabbitExchange(
+            resources.topology.events_exchange,
+            type=ExchangeType.TOPIC,
+            durable=True,
+            declare=False,  # declared with the consumer's queues at start-up
+        )
+        return WorkerProcess(spec, handlers, resources.engine, resources.broker, events, faults)
+
+    return build_service(settings, spec.name, spec.bindings, make_process)
+
+
+def _attempt(delivery: AbstractIncomingMessage) -> int:
+    try:
+        return int((delivery.headers or {}).get(H_ATTEMPT, 0)) + 1
+    except (TypeError, ValueError):
+        return 1

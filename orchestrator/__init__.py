@@ -1,0 +1,1 @@
+"""The sagaline orchestrator: engine, Postgres store, outbox relay, timers and workflows."""

@@ -1,0 +1,253 @@
+"""The pure decide step: (saga snapshot, incoming message, now) -> Decision.
+
+Order of checks matters and is the engine's contract:
+1. no saga: a starting event creates one; anything else is an unknown saga (parked);
+2. finished saga: recorded and ignored;
+3. a reply to a command the saga no longer waits for: stale, recorded and ignored;
+4. compensating: compensation confirmations advance the LIFO stack; everything else is ignored;
+5. otherwise the state's transition runs, or its explicit ignore applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from contracts.registry import message_class
+from orchestrator.engine.context import ActionError, StepContext
+from orchestrator.engine.machine import COMPENSATION_TIMER, Ignore, Machine, Transition
+from orchestrator.engine.model import (
+    Decision,
+    EngineConfig,
+    Incoming,
+    Outcome,
+    Outgoing,
+    RuntimeState,
+    SagaSnapshot,
+    TimerChange,
+    UnknownSaga,
+    WrongWorkflow,
+)
+
+S = TypeVar("S", bound=StrEnum)
+D = TypeVar("D", bound=BaseModel)
+
+
+def decide(
+    machine: Machine[S, D],
+    snapshot: SagaSnapshot | None,
+    incoming: Incoming,
+    now: datetime,
+    config: EngineConfig,
+) -> Decision:
+    if snapshot is None:
+        return _start(machine, incoming, now, config)
+    if snapshot.workflow != machine.name:
+        raise WrongWorkflow(f"saga belongs to workflow {snapshot.workflow}, not {machine.name}")
+    if snapshot.finished or snapshot.state in machine.final:
+        return _unchanged(snapshot, Outcome.FINISHED, f"saga already {snapshot.state}")
+    if incoming.is_reply and incoming.causation_id not in snapshot.runtime.outstanding:
+        return _unchanged(snapshot, Outcome.STALE, "reply to a command no longer awaited")
+    if snapshot.state == machine.compensating:
+        return _compensation_step(machine, snapshot, incoming, now, config)
+    handling = machine.handling(snapshot.state, incoming.trigger)
+    if handling is None:
+        if incoming.trigger in machine.starts:
+            return _unchanged(snapshot, Outcome.DUPLICATE_START, "saga already started")
+        return _unchanged(snapshot, Outcome.IGNORED, f"not handled in {snapshot.state}")
+    if isinstance(handling, Ignore):
+        return _unchanged(snapshot, Outcome.IGNORED, handling.why)
+    runtime = snapshot.runtime
+    if incoming.is_reply and incoming.causation_id is not None:
+        runtime = _replace(runtime, outstanding=runtime.outstanding - {incoming.causation_id})
+    ctx = StepContext(
+        machine,
+        saga_id=snapshot.saga_id,
+        state=machine.states(snapshot.state),
+        data=machine.data_model.model_validate(snapshot.data),
+        version=snapshot.version + 1,
+        now=now,
+        config=config,
+    )
+    ctx.reason = runtime.reason
+    return _run(machine, ctx, handling, incoming, snapshot.state, runtime, snapshot.business_key, Outcome.TRANSITIONED)
+
+
+def _start(machine: Machine[S, D], incoming: Incoming, now: datetime, config: EngineConfig) -> Decision:
+    start = machine.starts.get(incoming.trigger)
+    if start is None:
+        raise UnknownSaga(f"no saga {incoming.saga_id} and {incoming.trigger} does not start one")
+    ctx = StepContext(
+        machine,
+        saga_id=incoming.saga_id,
+        state=None,
+        data=start.init(incoming.payload),  # type: ignore[arg-type]
+        version=1,
+        now=now,
+        config=config,
+    )
+    key = start.key(incoming.payload)
+    return _run(machine, ctx, start.transition, incoming, None, RuntimeState(), key, Outcome.STARTED)
+
+
+def _run(
+    machine: Machine[S, D],
+    ctx: StepContext[S, D],
+    transition: Transition,
+    incoming: Incoming,
+    from_state: str | None,
+    runtime: RuntimeState,
+    business_key: str,
+    outcome: Outcome,
+) -> Decision:
+    if transition.action is not None:
+        transition.action(ctx, incoming.payload)
+    effects = ctx.effects
+    if effects.goto is not None and effects.compensate_to is not None:
+        raise ActionError(f"{incoming.trigger}: an action may goto or compensate, not both")
+    if effects.compensate_to is None:
+        target = effects.goto
+        if target is None:
+            if len(transition.targets) != 1:
+                raise ActionError(f"({from_state}, {incoming.trigger}) must choose a target state")
+            (target,) = transition.targets
+        if target not in transition.targets:
+            raise ActionError(f"({from_state}, {incoming.trigger}) may not go to {target}")
+    runtime = _replace(
+        runtime,
+        outstanding=runtime.outstanding | frozenset(effects.sent),
+        compensations=runtime.compensations + tuple(effects.pushed),
+        reason=effects.reason or runtime.reason,
+    )
+    outgoing = list(effects.outgoing)
+    timers = dict(effects.timers)
+    if effects.compensate_to is not None:
+        # Forward steps still in flight no longer matter: their late replies become stale,
+        # and each step's compensation copes with "never happened" (workers keep void markers).
+        runtime = _replace(runtime, outstanding=frozenset(), compensation_target=effects.compensate_to)
+        target, runtime = _next_compensation(machine, ctx, runtime, outgoing, timers)
+        if target not in transition.targets:
+            raise ActionError(f"({from_state}, {incoming.trigger}) may not go to {target}")
+    assert target is not None
+    if target != from_state and target in machine.entry_actions:
+        before = len(ctx.effects.outgoing)
+        machine.entry_actions[target](ctx, incoming.payload)
+        outgoing += ctx.effects.outgoing[before:]
+        timers.update(ctx.effects.timers)
+    finished = target in machine.final
+    if finished:
+        runtime = _replace(runtime, outstanding=frozenset())
+    return Decision(
+        outcome=outcome,
+        from_state=from_state,
+        to_state=target,
+        data=ctx.data.model_dump(mode="json"),
+        runtime=runtime,
+        outgoing=tuple(outgoing),
+        timers=tuple(timers.values()),
+        finished=finished,
+        note="; ".join(ctx.effects.notes),
+        business_key=business_key,
+        version=ctx._new_version,
+    )
+
+
+def _next_compensation(
+    machine: Machine[S, D],
+    ctx: StepContext[S, D],
+    runtime: RuntimeState,
+    outgoing: list[Outgoing],
+    timers: dict[str, TimerChange],
+) -> tuple[str, RuntimeState]:
+    """Send the top compensation, or finish in the target state when none is left."""
+    if not runtime.compensations:
+        timers[COMPENSATION_TIMER.name] = TimerChange(COMPENSATION_TIMER.name, None)
+        target = runtime.compensation_target or machine.compensation_failed
+        return target, _replace(runtime, compensation_target=None)
+    top = runtime.compensations[-1]
+    command_class = message_class(top.command_type)
+    if command_class is None:  # pragma: no cover - registry and machine are built together
+        raise ActionError(f"unknown compensation command {top.command_type}")
+    command = command_class.model_validate(top.payload, strict=False)
+    message_id = ctx.send(command)  # type: ignore[arg-type]
+    outgoing.append(ctx.effects.outgoing[-1])
+    ctx.schedule(COMPENSATION_TIMER.name, ctx.config.step_timeout)
+    timers[COMPENSATION_TIMER.name] = ctx.effects.timers[COMPENSATION_TIMER.name]
+    return machine.compensating, _replace(runtime, outstanding=frozenset({message_id}))
+
+
+def _compensation_step(
+    machine: Machine[S, D],
+    snapshot: SagaSnapshot,
+    incoming: Incoming,
+    now: datetime,
+    config: EngineConfig,
+) -> Decision:
+    runtime = snapshot.runtime
+    top = runtime.compensations[-1] if runtime.compensations else None
+    ctx = StepContext(
+        machine,
+        saga_id=snapshot.saga_id,
+        state=machine.states(snapshot.state),
+        data=machine.data_model.model_validate(snapshot.data),
+        version=snapshot.version + 1,
+        now=now,
+        config=config,
+    )
+    ctx.reason = runtime.reason
+    outgoing: list[Outgoing] = []
+    timers: dict[str, TimerChange] = {}
+    if incoming.trigger == COMPENSATION_TIMER.trigger:
+        target = machine.compensation_failed
+        reason = f"compensation {top.command_type if top else '?'} got no confirmation in time"
+        runtime = _replace(runtime, outstanding=frozenset(), reason=reason)
+        ctx.reason = reason
+        ctx.note(reason)
+    elif top is not None and incoming.trigger == top.confirmed_by:
+        runtime = _replace(runtime, compensations=runtime.compensations[:-1])
+        ctx.note(f"compensated {top.command_type}")
+        target, runtime = _next_compensation(machine, ctx, runtime, outgoing, timers)
+    else:
+        return _unchanged(snapshot, Outcome.IGNORED, "ignored while compensating")
+    if target != snapshot.state and target in machine.entry_actions:
+        before = len(ctx.effects.outgoing)
+        machine.entry_actions[target](ctx, incoming.payload)
+        outgoing += ctx.effects.outgoing[before:]
+    if target in machine.final:
+        runtime = _replace(runtime, outstanding=frozenset())
+    return Decision(
+        outcome=Outcome.TRANSITIONED,
+        from_state=snapshot.state,
+        to_state=target,
+        data=ctx.data.model_dump(mode="json"),
+        runtime=runtime,
+        outgoing=tuple(outgoing),
+        timers=tuple(timers.values()),
+        finished=target in machine.final,
+        note="; ".join(ctx.effects.notes),
+        business_key=snapshot.business_key,
+        version=snapshot.version + 1,
+    )
+
+
+def _unchanged(snapshot: SagaSnapshot, outcome: Outcome, note: str) -> Decision:
+    return Decision(
+        outcome=outcome,
+        from_state=snapshot.state,
+        to_state=snapshot.state,
+        data=snapshot.data,
+        runtime=snapshot.runtime,
+        finished=snapshot.finished,
+        note=note,
+        business_key=snapshot.business_key,
+        version=snapshot.version,
+    )
+
+
+def _replace(runtime: RuntimeState, **changes: Any) -> RuntimeState:
+    return dataclasses.replace(runtime, **changes)
+

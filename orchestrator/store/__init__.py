@@ -1,0 +1,1 @@
+"""The orchestrator's Postgres store: one transaction per saga step."""
