@@ -83,7 +83,8 @@ class WorkerProcess:
         handler = self.handlers.get(type(envelope.payload))
         if handler is None:
             raise PermanentMessageError(
-                ParkReason.UNEXPECTED_TYPE, f"worker {self.spec.name} does not handle {envelope.type}"
+                ParkReason.UNEXPECTED_TYPE,
+                f"worker {self.spec.name} does not handle {envelope.type}",
             )
         reply, duplicate = await self._reply(envelope, handler, _attempt(delivery))
         await publish_reply(self.broker, self.events, reply)
@@ -161,7 +162,6 @@ def build_worker(
 
 
 def _attempt(delivery: AbstractIncomingMessage) -> int:
-    try:
-        return int((delivery.headers or {}).get(H_ATTEMPT, 0)) + 1
-    except (TypeError, ValueError):
-        return 1
+    """1 for the first delivery; retried copies carry the number of failed attempts so far."""
+    value = (delivery.headers or {}).get(H_ATTEMPT, 0)
+    return value + 1 if isinstance(value, int) and value >= 0 else 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
@@ -29,8 +29,9 @@ class Message(BaseModel):
     message_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
         # Abstract intermediates (Event, Command, ReplyEvent) have no type name of their own.
         if "message_type" not in cls.__dict__ and cls.__name__ not in _ABSTRACT:
             cls.message_type = cls.__name__
@@ -50,4 +51,3 @@ class ReplyEvent(Event):
 
 class Command(Message):
     """An instruction to one worker (imperative). Routed through the commands exchange."""
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from functools import cache
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -17,7 +17,9 @@ from contracts.base import Message
 
 M = TypeVar("M", bound=Message)
 
-TypeName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+TypeName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+]
 
 
 class EnvelopeHeader(BaseModel):
@@ -73,7 +75,3 @@ def new_envelope(
         occurred_at=occurred_at or datetime.now(UTC),
         payload=payload,
     )
-
-
-def payload_dict(envelope: Envelope[Any]) -> dict[str, Any]:
-    return envelope.payload.model_dump(mode="json")

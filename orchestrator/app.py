@@ -26,7 +26,11 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 
 def event_bindings(topology: Topology) -> list[tuple[str, str]]:
     return sorted(
-        {(topology.events_exchange, event) for m in WORKFLOWS.values() for event in m.consumed_events}
+        {
+            (topology.events_exchange, event)
+            for m in WORKFLOWS.values()
+            for event in m.consumed_events
+        }
     )
 
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -75,7 +74,9 @@ class OutboxRelay:
                 sent = await self.publish_batch()
                 backoff = 0.2
             except Exception as exc:
-                log.warning("relay round failed", extra={"error": error_summary(exc), "retry_in": backoff})
+                log.warning(
+                    "relay round failed", extra={"error": error_summary(exc), "retry_in": backoff}
+                )
                 await self._close_listener()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -114,7 +115,9 @@ class OutboxRelay:
             confirmed = await self._publish(rows)
             if confirmed:
                 await conn.execute(
-                    update(outbox).where(outbox.c.id.in_(confirmed)).values(published_at=self.clock())
+                    update(outbox)
+                    .where(outbox.c.id.in_(confirmed))
+                    .values(published_at=self.clock())
                 )
         self.published += len(confirmed)
         return len(confirmed)
@@ -135,7 +138,9 @@ class OutboxRelay:
             # Commands must reach a worker queue (returned = misconfiguration, keep the row);
             # domain events go to whoever subscribes, possibly nobody.
             await exchanges[row.exchange].publish(
-                message, routing_key=row.routing_key, mandatory=row.exchange == self.commands_exchange
+                message,
+                routing_key=row.routing_key,
+                mandatory=row.exchange == self.commands_exchange,
             )
 
         # Frames go out in call order on one channel; only the confirms are awaited together.
@@ -145,8 +150,11 @@ class OutboxRelay:
             if isinstance(result, BaseException):
                 log.error(
                     "outbox publish failed",
-                    extra={"message_id": str(row.message_id), "message_type": row.message_type,
-                           "error": error_summary(result)},
+                    extra={
+                        "message_id": str(row.message_id),
+                        "message_type": row.message_type,
+                        "error": error_summary(result),
+                    },
                 )
             else:
                 confirmed.append(row.id)
@@ -166,5 +174,3 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
-
-

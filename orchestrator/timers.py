@@ -22,7 +22,9 @@ log = logging.getLogger("sagaline.timers")
 
 
 class TimerLoop:
-    def __init__(self, store: SagaStore, *, poll_seconds: float = 1.0, batch_size: int = 200) -> None:
+    def __init__(
+        self, store: SagaStore, *, poll_seconds: float = 1.0, batch_size: int = 200
+    ) -> None:
         self.store = store
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
@@ -80,7 +82,10 @@ class TimerLoop:
             try:
                 result = await self.store.handle(incoming, actor="timer", timer_guard=True)
             except PermanentMessageError as exc:
-                log.error("timer could not fire", extra={"saga_id": str(row.saga_id), "error": exc.summary})
+                log.error(
+                    "timer could not fire",
+                    extra={"saga_id": str(row.saga_id), "error": exc.summary},
+                )
                 continue
             if not result.duplicate:
                 fired += 1

@@ -42,7 +42,9 @@ def is_database_outage(exc: BaseException) -> bool:
         ):
             return True
         orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+        current = (
+            orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+        )
     return False
 
 

@@ -71,15 +71,25 @@ def _with_database(url: str, database: str) -> str:
 
 
 async def _drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False))
+    conn = await asyncpg.connect(
+        make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
 
 
-CONSUMERS = ("orchestrator", "payments", "inventory", "shipping", "courses",
-             "notifications", "documents", "approvals")
+CONSUMERS = (
+    "orchestrator",
+    "payments",
+    "inventory",
+    "shipping",
+    "courses",
+    "notifications",
+    "documents",
+    "approvals",
+)
 
 
 async def delete_namespace(settings: Settings, extra_consumers: tuple[str, ...] = ()) -> None:
@@ -119,7 +129,9 @@ def settings(service_urls: tuple[str, str], run_id: str) -> Iterator[Settings]:
 
 
 @pytest.fixture
-async def amqp_connection(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+async def amqp_connection(
+    settings: Settings,
+) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
         yield connection

@@ -59,10 +59,14 @@ async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
 
 
 async def _move(conn: AsyncConnection, deltas: Mapping[str, int]) -> None:
-    await conn.execute(_MOVE, [{"b_sku": sku, "delta": delta} for sku, delta in sorted(deltas.items())])
+    await conn.execute(
+        _MOVE, [{"b_sku": sku, "delta": delta} for sku, delta in sorted(deltas.items())]
+    )
 
 
-async def reserve_inventory(conn: AsyncConnection, envelope: Envelope[ReserveInventory]) -> ReplyEvent:
+async def reserve_inventory(
+    conn: AsyncConnection, envelope: Envelope[ReserveInventory]
+) -> ReplyEvent:
     command = envelope.payload
     await lock_order(conn, SCHEMA, command.order_id)
     status = await order_status(conn, command.order_id)
@@ -90,7 +94,9 @@ async def reserve_inventory(conn: AsyncConnection, envelope: Envelope[ReserveInv
     return InventoryReserved(order_id=command.order_id)
 
 
-async def release_inventory(conn: AsyncConnection, envelope: Envelope[ReleaseInventory]) -> ReplyEvent:
+async def release_inventory(
+    conn: AsyncConnection, envelope: Envelope[ReleaseInventory]
+) -> ReplyEvent:
     order_id = envelope.payload.order_id
     await lock_order(conn, SCHEMA, order_id)
     status = await order_status(conn, order_id)
@@ -106,12 +112,17 @@ async def release_inventory(conn: AsyncConnection, envelope: Envelope[ReleaseInv
         await _move(conn, {sku: -quantity for sku, quantity in reserved.items()})
     if decision.mark:
         statement = pg_insert(orders).values(
-            order_id=order_id, saga_id=envelope.correlation_id, status=rules.OrderStatus.RELEASED.value
+            order_id=order_id,
+            saga_id=envelope.correlation_id,
+            status=rules.OrderStatus.RELEASED.value,
         )
         await conn.execute(
             statement.on_conflict_do_update(
                 index_elements=[orders.c.order_id],
-                set_={"status": statement.excluded.status, "updated_at": statement.excluded.updated_at},
+                set_={
+                    "status": statement.excluded.status,
+                    "updated_at": statement.excluded.updated_at,
+                },
             )
         )
     return InventoryReleased(order_id=order_id)

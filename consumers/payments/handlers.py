@@ -88,7 +88,9 @@ def make_handlers(config: WorkerSettings) -> HandlerMap:
             amount_cents=decision.amount_cents,
         )
 
-    async def refund_payment(conn: AsyncConnection, envelope: Envelope[RefundPayment]) -> ReplyEvent:
+    async def refund_payment(
+        conn: AsyncConnection, envelope: Envelope[RefundPayment]
+    ) -> ReplyEvent:
         order_id = envelope.payload.order_id
         await lock_order(conn, SCHEMA, order_id)
         decision = rules.decide_refund(await load_ledger(conn, order_id))

@@ -48,6 +48,8 @@ ledger = Table(
     CheckConstraint("amount_cents >= 0", name="ck_ledger_amount_non_negative"),
     Index("ix_ledger_order", "order_id"),
     # Backstops for the per-order lock: one charge and one void marker per order, ever.
-    Index("uq_ledger_one_charge", "order_id", unique=True, postgresql_where=text("kind = 'charge'")),
+    Index(
+        "uq_ledger_one_charge", "order_id", unique=True, postgresql_where=text("kind = 'charge'")
+    ),
     Index("uq_ledger_one_void", "order_id", unique=True, postgresql_where=text("kind = 'void'")),
 )

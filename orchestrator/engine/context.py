@@ -67,7 +67,7 @@ class StepContext(Generic[S, D]):
     # --- effects -----------------------------------------------------------------------------
 
     def send(self, command: Command) -> uuid.UUID:
-        """Send a command to its worker and wait for its reply (replies to older sends are stale)."""
+        """Send a command to its worker and await its reply (replies to older sends are stale)."""
         message_id = self._message_id(command.message_type)
         self._effects.outgoing.append(Outgoing("command", command, message_id))
         self._effects.sent.append(message_id)
@@ -75,7 +75,9 @@ class StepContext(Generic[S, D]):
 
     def publish(self, event: Event) -> None:
         """Publish a domain event for other services (no reply expected)."""
-        self._effects.outgoing.append(Outgoing("event", event, self._message_id(event.message_type)))
+        self._effects.outgoing.append(
+            Outgoing("event", event, self._message_id(event.message_type))
+        )
 
     def schedule(self, name: str, after: timedelta) -> None:
         """Set (or move) the saga's timer `name`; it fires once as trigger Timer(name)."""

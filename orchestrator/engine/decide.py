@@ -74,24 +74,38 @@ def decide(
         config=config,
     )
     ctx.reason = runtime.reason
-    return _run(machine, ctx, handling, incoming, snapshot.state, runtime, snapshot.business_key, Outcome.TRANSITIONED)
+    return _run(
+        machine,
+        ctx,
+        handling,
+        incoming,
+        snapshot.state,
+        runtime,
+        snapshot.business_key,
+        Outcome.TRANSITIONED,
+    )
 
 
-def _start(machine: Machine[S, D], incoming: Incoming, now: datetime, config: EngineConfig) -> Decision:
+def _start(
+    machine: Machine[S, D], incoming: Incoming, now: datetime, config: EngineConfig
+) -> Decision:
     start = machine.starts.get(incoming.trigger)
     if start is None:
         raise UnknownSaga(f"no saga {incoming.saga_id} and {incoming.trigger} does not start one")
-    ctx = StepContext(
+    data: D = start.init(incoming.payload)  # type: ignore[assignment]
+    ctx: StepContext[S, D] = StepContext(
         machine,
         saga_id=incoming.saga_id,
         state=None,
-        data=start.init(incoming.payload),  # type: ignore[arg-type]
+        data=data,
         version=1,
         now=now,
         config=config,
     )
     key = start.key(incoming.payload)
-    return _run(machine, ctx, start.transition, incoming, None, RuntimeState(), key, Outcome.STARTED)
+    return _run(
+        machine, ctx, start.transition, incoming, None, RuntimeState(), key, Outcome.STARTED
+    )
 
 
 def _run(
@@ -128,7 +142,9 @@ def _run(
     if effects.compensate_to is not None:
         # Forward steps still in flight no longer matter: their late replies become stale,
         # and each step's compensation copes with "never happened" (workers keep void markers).
-        runtime = _replace(runtime, outstanding=frozenset(), compensation_target=effects.compensate_to)
+        runtime = _replace(
+            runtime, outstanding=frozenset(), compensation_target=effects.compensate_to
+        )
         target, runtime = _next_compensation(machine, ctx, runtime, outgoing, timers)
         if target not in transition.targets:
             raise ActionError(f"({from_state}, {incoming.trigger}) may not go to {target}")
@@ -250,4 +266,3 @@ def _unchanged(snapshot: SagaSnapshot, outcome: Outcome, note: str) -> Decision:
 
 def _replace(runtime: RuntimeState, **changes: Any) -> RuntimeState:
     return dataclasses.replace(runtime, **changes)
-

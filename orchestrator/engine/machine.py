@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -115,17 +115,37 @@ class Machine(Generic[S, D]):
         transition = Transition(None, on.message_type, _targets(to), do, on)
         self.starts[on.message_type] = Start(transition, init, key)
 
+    @overload
+    def on(
+        self,
+        state: S | Iterable[S],
+        trigger: type[E],
+        *,
+        to: S | Iterable[S],
+        do: Callable[[StepContext[S, D], E], None] | None = None,
+    ) -> None: ...
+
+    @overload
+    def on(
+        self,
+        state: S | Iterable[S],
+        trigger: Timer,
+        *,
+        to: S | Iterable[S],
+        do: Callable[[StepContext[S, D], None], None] | None = None,
+    ) -> None: ...
+
     def on(
         self,
         state: S | Iterable[S],
         trigger: type[E] | Timer,
         *,
         to: S | Iterable[S],
-        do: Callable[[StepContext[S, D], E], None] | None = None,
+        do: Callable[[StepContext[S, D], Any], None] | None = None,
     ) -> None:
         if not isinstance(trigger, Timer):
             self._remember(trigger)
-        name = trigger_name(trigger)  # type: ignore[arg-type]
+        name = trigger.trigger if isinstance(trigger, Timer) else trigger.message_type
         for source in _states(state):
             key = (source, name)
             if key in self.transitions or key in self.ignores:
@@ -174,7 +194,9 @@ class Machine(Generic[S, D]):
 
     @property
     def active_states(self) -> list[S]:
-        return [s for s in self.states if s.value not in self.final and s.value != self.compensating]
+        return [
+            s for s in self.states if s.value not in self.final and s.value != self.compensating
+        ]
 
     @property
     def triggers(self) -> set[str]:
@@ -190,12 +212,16 @@ class Machine(Generic[S, D]):
         """(source, trigger, target) for every possible move, including compensation's."""
         result: list[tuple[str | None, str, str]] = []
         for start in self.starts.values():
-            result += [(None, start.transition.trigger, t) for t in sorted(start.transition.targets)]
+            result += [
+                (None, start.transition.trigger, t) for t in sorted(start.transition.targets)
+            ]
         for (source, trigger), transition in sorted(self.transitions.items()):
             result += [(source, trigger, t) for t in sorted(transition.targets)]
         for reply in sorted(set(self.compensations.values())):
             result.append((self.compensating, reply, self.compensating))
-            result += [(self.compensating, reply, t.value) for t in sorted(self.compensation_targets)]
+            result += [
+                (self.compensating, reply, t.value) for t in sorted(self.compensation_targets)
+            ]
         result.append((self.compensating, COMPENSATION_TIMER.trigger, self.compensation_failed))
         return result
 

@@ -38,7 +38,11 @@ class CompensationEntry:
     confirmed_by: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"command": self.command_type, "payload": self.payload, "confirmed_by": self.confirmed_by}
+        return {
+            "command": self.command_type,
+            "payload": self.payload,
+            "confirmed_by": self.confirmed_by,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> CompensationEntry:
@@ -50,7 +54,7 @@ class RuntimeState:
     """Engine bookkeeping stored beside the workflow's own data (column `runtime`)."""
 
     outstanding: frozenset[uuid.UUID] = frozenset()
-    """Message ids of commands whose reply the saga still waits for (replies to others are stale)."""
+    """Ids of commands whose reply the saga still waits for (replies to others are stale)."""
     compensations: tuple[CompensationEntry, ...] = ()
     """Stack of compensations; the last one runs first."""
     compensation_target: str | None = None
@@ -70,7 +74,9 @@ class RuntimeState:
     def from_json(cls, raw: dict[str, Any]) -> RuntimeState:
         return cls(
             outstanding=frozenset(uuid.UUID(m) for m in raw.get("outstanding", ())),
-            compensations=tuple(CompensationEntry.from_json(c) for c in raw.get("compensations", ())),
+            compensations=tuple(
+                CompensationEntry.from_json(c) for c in raw.get("compensations", ())
+            ),
             compensation_target=raw.get("compensation_target"),
             reason=raw.get("reason"),
         )
@@ -114,7 +120,9 @@ class Incoming:
 
     @classmethod
     def timer(cls, saga_id: uuid.UUID, name: str, message_id: uuid.UUID) -> Incoming:
-        return cls(message_id=message_id, saga_id=saga_id, trigger=TIMER_PREFIX + name, payload=None)
+        return cls(
+            message_id=message_id, saga_id=saga_id, trigger=TIMER_PREFIX + name, payload=None
+        )
 
 
 @dataclass(frozen=True)

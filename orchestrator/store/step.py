@@ -102,15 +102,15 @@ class SagaStore:
                 async with self.engine.begin() as conn:
                     if timer_guard and not await _claim_timer(conn, incoming):
                         return StepResult(None, incoming.saga_id, attempt)
-                    return await self._step(conn, incoming, actor, dict(trace_headers or {}), attempt)
+                    return await self._step(
+                        conn, incoming, actor, dict(trace_headers or {}), attempt
+                    )
             except ConcurrencyConflict:
                 if self.on_conflict is not None:
                     self.on_conflict()
                 # Jitter spreads replicas racing on one saga so that one of them wins quickly.
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-        raise ConflictRetriesExhausted(
-            f"saga step lost {self.max_conflict_retries} races in a row"
-        )
+        raise ConflictRetriesExhausted(f"saga step lost {self.max_conflict_retries} races in a row")
 
     async def _step(
         self,
@@ -162,7 +162,11 @@ class SagaStore:
                 from_state=decision.from_state,
                 to_state=decision.to_state,
                 commands=[
-                    {"type": o.message.message_type, "message_id": str(o.message_id), "kind": o.kind}
+                    {
+                        "type": o.message.message_type,
+                        "message_id": str(o.message_id),
+                        "kind": o.kind,
+                    }
                     for o in decision.outgoing
                 ],
                 actor=actor,
@@ -212,7 +216,9 @@ class SagaStore:
         )
         if created.first() is not None:
             return incoming.saga_id
-        same_id = await conn.scalar(select(instances.c.id).where(instances.c.id == incoming.saga_id))
+        same_id = await conn.scalar(
+            select(instances.c.id).where(instances.c.id == incoming.saga_id)
+        )
         if same_id is not None:
             raise ConcurrencyConflict  # a concurrent start of this very saga won; decide again
         owner = await conn.scalar(
@@ -326,7 +332,10 @@ class SagaStore:
             await conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=[timers.c.saga_id, timers.c.name],
-                    set_={"message_id": statement.excluded.message_id, "due_at": statement.excluded.due_at},
+                    set_={
+                        "message_id": statement.excluded.message_id,
+                        "due_at": statement.excluded.due_at,
+                    },
                 )
             )
 
@@ -378,5 +387,7 @@ async def _claim_timer(conn: AsyncConnection, incoming: Incoming) -> bool:
 
 
 async def unpublished_count(conn: AsyncConnection) -> int:
-    value = await conn.scalar(select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None)))
+    value = await conn.scalar(
+        select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+    )
     return int(value or 0)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 
 from contracts import order as msg
+from contracts.base import Event
 from orchestrator.engine import Machine, StepContext, Timer
 
 
@@ -147,7 +148,9 @@ def _reserved(ctx: Ctx, event: msg.InventoryReserved) -> None:
         return
     assert ctx.data.ship_to is not None
     ctx.send(
-        msg.CreateShipment(order_id=ctx.data.order_id, ship_to=ctx.data.ship_to, lines=ctx.data.lines)
+        msg.CreateShipment(
+            order_id=ctx.data.order_id, ship_to=ctx.data.ship_to, lines=ctx.data.lines
+        )
     )
     ctx.schedule(STEP_TIMEOUT.name, ctx.config.step_timeout)
     ctx.goto(S.AWAITING_SHIPMENT)
@@ -192,13 +195,17 @@ def _timed_out(undo_step: UndoCommand) -> Callable[[Ctx, None], None]:
 
 def _completed(ctx: Ctx, _: object) -> None:
     assert ctx.data.tracking_number is not None
-    ctx.publish(msg.OrderCompleted(order_id=ctx.data.order_id, tracking_number=ctx.data.tracking_number))
+    ctx.publish(
+        msg.OrderCompleted(order_id=ctx.data.order_id, tracking_number=ctx.data.tracking_number)
+    )
 
 
 def _ended_without_completing(outcome: OrderState) -> Callable[[Ctx, object], None]:
     def action(ctx: Ctx, _: object) -> None:
         reason = ctx.reason or outcome.value
-        ctx.publish(msg.OrderFailed(order_id=ctx.data.order_id, outcome=outcome.value, reason=reason[:200]))
+        ctx.publish(
+            msg.OrderFailed(order_id=ctx.data.order_id, outcome=outcome.value, reason=reason[:200])
+        )
 
     return action
 
@@ -206,7 +213,9 @@ def _ended_without_completing(outcome: OrderState) -> Callable[[Ctx, object], No
 undo = {S.FAILED, S.CANCELLED, S.COMPENSATING}
 machine.on(S.AWAITING_PAYMENT, msg.PaymentProcessed, to={S.AWAITING_INVENTORY} | undo, do=_paid)
 machine.on(S.AWAITING_PAYMENT, msg.PaymentFailed, to={S.FAILED, S.CANCELLED}, do=_payment_failed)
-machine.on(S.AWAITING_INVENTORY, msg.InventoryReserved, to={S.AWAITING_SHIPMENT} | undo, do=_reserved)
+machine.on(
+    S.AWAITING_INVENTORY, msg.InventoryReserved, to={S.AWAITING_SHIPMENT} | undo, do=_reserved
+)
 machine.on(S.AWAITING_INVENTORY, msg.InventoryReservationFailed, to=undo, do=_reservation_failed)
 machine.on(S.AWAITING_SHIPMENT, msg.OrderShipped, to={S.COMPLETED} | undo, do=_shipped)
 machine.on(S.AWAITING_SHIPMENT, msg.ShipmentFailed, to=undo, do=_shipment_failed)
@@ -221,13 +230,13 @@ machine.ignore(IN_FLIGHT, msg.OrderSubmitted, why="duplicate submission of a run
 
 # Replies that belong to another step. The engine already fences replies to commands it does
 # not await, so these can only be operator re-sends; they are recorded and change nothing.
-_replies_of = {
+_replies_of: dict[OrderState, tuple[type[Event], ...]] = {
     S.AWAITING_PAYMENT: (msg.PaymentProcessed, msg.PaymentFailed),
     S.AWAITING_INVENTORY: (msg.InventoryReserved, msg.InventoryReservationFailed),
     S.AWAITING_SHIPMENT: (msg.OrderShipped, msg.ShipmentFailed),
 }
 for _state in IN_FLIGHT:
-    others = [r for s, rs in _replies_of.items() if s != _state for r in rs]
+    others: list[type[Event]] = [r for s, rs in _replies_of.items() if s != _state for r in rs]
     machine.ignore(_state, *others, why="reply of another step")
 
 machine.on_enter(S.COMPLETED, _completed)

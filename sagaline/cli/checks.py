@@ -36,7 +36,7 @@ def _quiet_amqp_logs() -> Iterator[None]:
 
 def _amqp_reason(exc: BaseException) -> str:
     # AMQPConnectionError carries (errno, text) as args; str() of it is a tuple repr.
-    args = getattr(exc, "args", ())
+    args = exc.args
     if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
         return args[1]
     if type(exc).__name__ == "ProbableAuthenticationError":
@@ -44,18 +44,18 @@ def _amqp_reason(exc: BaseException) -> str:
     return one_line(exc)
 
 
-async def check_broker(settings: Settings, timeout: float = 5.0) -> None:
+async def check_broker(settings: Settings, within: float = 5.0) -> None:
     import aio_pika
 
     where = safe_url(settings.amqp_url)
     with _quiet_amqp_logs():
         try:
-            async with asyncio.timeout(timeout):
-                connection = await aio_pika.connect(settings.amqp_url, timeout=timeout)
+            async with asyncio.timeout(within):
+                connection = await aio_pika.connect(settings.amqp_url, timeout=within)
             await connection.close()
         except TimeoutError:
             raise CliError(
-                f"cannot reach RabbitMQ at {where}: no answer within {timeout:g}s", EXIT_UNAVAILABLE
+                f"cannot reach RabbitMQ at {where}: no answer within {within:g}s", EXIT_UNAVAILABLE
             ) from None
         except Exception as exc:
             raise CliError(
@@ -66,7 +66,7 @@ async def check_broker(settings: Settings, timeout: float = 5.0) -> None:
 _MISSING_DATABASE = "3D000"  # invalid_catalog_name
 
 
-async def check_database(settings: Settings, timeout: float = 5.0) -> bool:
+async def check_database(settings: Settings, within: float = 5.0) -> bool:
     """True when the database answers; False when the server answers but the database is missing.
 
     A missing database is not an error here: `sagaline migrate` creates it.
@@ -78,17 +78,17 @@ async def check_database(settings: Settings, timeout: float = 5.0) -> bool:
     where = safe_url(settings.database_url)
     try:
         engine = create_async_engine(
-            settings.sqlalchemy_url, poolclass=NullPool, connect_args={"timeout": timeout}
+            settings.sqlalchemy_url, poolclass=NullPool, connect_args={"timeout": within}
         )
     except Exception as exc:  # an unparseable URL or an unknown driver name
         raise CliError(f"invalid DATABASE_URL {where}: {one_line(exc)}", exit_code=2) from None
     try:
-        async with asyncio.timeout(timeout + 1), engine.connect() as conn:
+        async with asyncio.timeout(within + 1), engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return True
     except TimeoutError:
         raise CliError(
-            f"cannot reach PostgreSQL at {where}: no answer within {timeout:g}s", EXIT_UNAVAILABLE
+            f"cannot reach PostgreSQL at {where}: no answer within {within:g}s", EXIT_UNAVAILABLE
         ) from None
     except Exception as exc:
         orig = getattr(exc, "orig", None)

@@ -184,9 +184,6 @@ class ChildStatus:
         self.restart_at = None
         return False
 
-    def force_killed(self) -> None:
-        self.killed = True
-
 
 def clean_stop(children: list[ChildStatus]) -> bool:
     """Every child stopped on request, in time, and with a clean exit status.

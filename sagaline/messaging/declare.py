@@ -53,7 +53,7 @@ async def declare_consumer(
 
 
 async def delete_consumer(channel: AbstractChannel, topology: Topology, consumer: str) -> None:
-    """Remove a consumer's queues (tests and `sagaline` teardown; quorum queues need if_unused=False)."""
+    """Remove a consumer's queues (tests, teardown); quorum queues need if_unused=False."""
     names = [
         topology.work_queue(consumer),
         topology.parking_queue(consumer),

@@ -38,8 +38,16 @@ Process = Callable[[Envelope[Any], AbstractIncomingMessage], Awaitable[None]]
 
 # Broker bookkeeping headers that must not follow a message into a re-published copy.
 _DROPPED_HEADERS = frozenset(
-    {"x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
-     "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason"}
+    {
+        "x-death",
+        "x-delivery-count",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
 )
 
 
@@ -120,7 +128,8 @@ class DeliveryHandler:
         queue = self.topology.retry_queue(self.consumer, delays[attempt])
         log.warning(
             "handler failed; retrying",
-            extra=_ids(envelope) | {"error": summary, "attempt": attempt + 1, "delay_ms": delays[attempt]},
+            extra=_ids(envelope)
+            | {"error": summary, "attempt": attempt + 1, "delay_ms": delays[attempt]},
         )
         headers = self._failure_headers(delivery, summary, attempt + 1)
         await self.channel.default_exchange.publish(_copy(delivery, headers), routing_key=queue)

@@ -47,7 +47,9 @@ def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> En
         header = EnvelopeHeader.model_validate_json(body)
     except ValidationError as exc:
         if _is_json_syntax_error(exc):
-            raise PermanentMessageError(ParkReason.MALFORMED_JSON, validation_summary(exc)) from None
+            raise PermanentMessageError(
+                ParkReason.MALFORMED_JSON, validation_summary(exc)
+            ) from None
         raise PermanentMessageError(ParkReason.INVALID_ENVELOPE, validation_summary(exc)) from None
     model = message_class(header.type)
     if model is None:
@@ -55,7 +57,8 @@ def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> En
     if header.schema_version > model.schema_version:
         raise PermanentMessageError(
             ParkReason.UNSUPPORTED_SCHEMA_VERSION,
-            f"{header.type} v{header.schema_version}; this build reads up to v{model.schema_version}",
+            f"{header.type} v{header.schema_version}; this build reads"
+            f" up to v{model.schema_version}",
         )
     try:
         return envelope_model(model).model_validate_json(body)

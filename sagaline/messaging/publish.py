@@ -38,7 +38,9 @@ def amqp_message(
     )
 
 
-def envelope_message(envelope: Envelope[Any], headers: dict[str, Any] | None = None) -> aio_pika.Message:
+def envelope_message(
+    envelope: Envelope[Any], headers: dict[str, Any] | None = None
+) -> aio_pika.Message:
     return amqp_message(
         envelope.to_json(),
         message_id=str(envelope.message_id),
@@ -59,4 +61,6 @@ async def publish_envelope(
 ) -> None:
     """Publish persistently and wait for the broker's confirm; unroutable messages raise."""
     exchange = await channel.get_exchange(exchange_name, ensure=False)
-    await exchange.publish(envelope_message(envelope, headers), routing_key=envelope.type, mandatory=True)
+    await exchange.publish(
+        envelope_message(envelope, headers), routing_key=envelope.type, mandatory=True
+    )

@@ -1,0 +1,42 @@
+"""`python -m consumers <worker>`: run one worker until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from consumers.registry import WORKERS, build_app
+from consumers.settings import WorkerSettings
+from sagaline.messaging.parsing import validation_summary
+from sagaline.service import run
+from sagaline.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    choices = "|".join(WORKERS)
+    if len(args) != 1:
+        print(f"usage: python -m consumers <{choices}>", file=sys.stderr)
+        return 2
+    name = args[0]
+    if name not in WORKERS:
+        print(f"unknown worker {name[:60]!r}; expected one of: {choices}", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings()
+        config = WorkerSettings()
+    except ValidationError as exc:
+        # Locations and error kinds only: the values may be secrets (URLs with passwords).
+        print(f"invalid settings: {validation_summary(exc)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    run(build_app(name, settings, config), settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

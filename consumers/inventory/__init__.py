@@ -1,0 +1,1 @@
+"""Inventory worker. `consumers.inventory.handlers.seed_stock` fills stock for demos and tests."""

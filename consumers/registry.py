@@ -1,0 +1,21 @@
+"""Every worker sagaline ships, by name (`python -m consumers <name>`, `sagaline up`)."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from consumers.inventory.app import SPEC as INVENTORY
+from consumers.payments.app import SPEC as PAYMENTS
+from consumers.runtime import WorkerSpec, build_worker
+from consumers.settings import WorkerSettings
+from consumers.shipping.app import SPEC as SHIPPING
+from sagaline.settings import Settings
+
+WORKERS: dict[str, WorkerSpec] = {spec.name: spec for spec in (PAYMENTS, INVENTORY, SHIPPING)}
+
+
+def build_app(
+    name: str, settings: Settings, config: WorkerSettings | None = None
+) -> AsgiFastStream:
+    """The named worker's app; KeyError for an unknown name."""
+    return build_worker(WORKERS[name], settings, config)

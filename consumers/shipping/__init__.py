@@ -1,0 +1,1 @@
+"""Shipping worker. Supported destinations: consumers.shipping.rules.SUPPORTED_COUNTRIES."""

@@ -1,0 +1,132 @@
+"""Run sagaline as real OS processes (as `sagaline up` does) against the test run's services."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from sagaline.settings import Settings
+
+READY_DEADLINE_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    port: int
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}/readyz", timeout=1
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no log>"
+
+
+@dataclass
+class System:
+    settings: Settings
+    processes: list[Process] = field(default_factory=list)
+
+    def by_name(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def start(self, process: Process, extra_env: dict[str, str] | None = None) -> None:
+        env = {
+            **os.environ,
+            "AMQP_URL": self.settings.amqp_url,
+            "DATABASE_URL": self.settings.database_url,
+            "SAGALINE_NAMESPACE": self.settings.namespace,
+            "SAGALINE_RETRY_DELAYS": ",".join(str(d) for d in self.settings.retry_delays),
+            "SAGALINE_STEP_TIMEOUT_SECONDS": str(self.settings.step_timeout_seconds),
+            "SAGALINE_HTTP_HOST": "127.0.0.1",
+            "SAGALINE_HTTP_PORT": str(process.port),
+            "SAGALINE_RELAY_POLL_SECONDS": "0.5",
+            "SAGALINE_TIMER_POLL_SECONDS": "0.5",
+            **(extra_env or {}),
+        }
+        log = process.log_path.open("ab")
+        process.popen = subprocess.Popen(
+            [sys.executable, *process.args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, deadline_s: float = READY_DEADLINE_S) -> None:
+        deadline = time.monotonic() + deadline_s
+        pending = list(self.processes)
+        while pending and time.monotonic() < deadline:
+            for process in list(pending):
+                assert process.popen is not None
+                if process.popen.poll() is not None:
+                    raise AssertionError(f"{process.name} exited early:\n{process.log_tail()}")
+                if process.ready():
+                    pending.remove(process)
+            time.sleep(0.2)
+        if pending:
+            raise AssertionError(
+                "not ready: " + ", ".join(p.name for p in pending) + "\n" + pending[0].log_tail()
+            )
+
+    def stop(self, process: Process, grace_s: float = 20.0) -> int | None:
+        if process.popen is None or process.popen.poll() is not None:
+            return process.popen.returncode if process.popen else None
+        process.popen.send_signal(signal.SIGTERM)
+        try:
+            return process.popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.popen.pid, signal.SIGKILL)
+            return process.popen.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            self.stop(process)
+
+
+@pytest.fixture
+def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
+    """The orchestrator and the order workers as separate processes; stopped even on failure."""
+    value = System(settings)
+    for name, args in [
+        ("orchestrator", ["-m", "orchestrator"]),
+        ("payments", ["-m", "consumers", "payments"]),
+        ("inventory", ["-m", "consumers", "inventory"]),
+        ("shipping", ["-m", "consumers", "shipping"]),
+    ]:
+        value.processes.append(Process(name, args, _free_port(), tmp_path / f"{name}.log"))
+    try:
+        for process in value.processes:
+            value.start(process)
+        value.wait_ready()
+        yield value
+    finally:
+        value.stop_all()

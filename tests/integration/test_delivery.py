@@ -1,0 +1,180 @@
+"""Retry with backoff and parking on a real RabbitMQ, through the shared DeliveryHandler."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from contracts import order as o
+from contracts.envelope import Envelope, new_envelope
+from contracts.topology import (
+    H_ATTEMPT,
+    H_ERROR,
+    H_FIRST_FAILED_AT,
+    H_LAST_FAILED_AT,
+    H_ORIGINAL_QUEUE,
+    H_REASON,
+)
+from sagaline.messaging.declare import declare_consumer, delete_consumer
+from sagaline.messaging.delivery import DeliveryHandler
+from sagaline.messaging.publish import publish_envelope
+from sagaline.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+class FlakyProcess:
+    """Fails for the listed saga ids, succeeds for others; records when each attempt ran."""
+
+    def __init__(self, failing: set[uuid.UUID]) -> None:
+        self.failing = failing
+        self.attempts: dict[uuid.UUID, list[float]] = {}
+        self.succeeded: list[uuid.UUID] = []
+
+    async def __call__(self, envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
+        self.attempts.setdefault(envelope.correlation_id, []).append(time.monotonic())
+        if envelope.correlation_id in self.failing:
+            raise RuntimeError("downstream unavailable")
+        self.succeeded.append(envelope.correlation_id)
+
+
+@pytest.fixture
+async def probe(
+    settings: Settings, amqp_connection: AbstractRobustConnection
+) -> AsyncIterator[tuple[str, aio_pika.abc.AbstractChannel]]:
+    consumer = f"probe-{uuid.uuid4().hex[:6]}"
+    channel = await amqp_connection.channel(publisher_confirms=True, on_return_raises=True)
+    topology = settings.topology
+    await declare_consumer(
+        channel, topology, consumer, [(topology.commands_exchange, f"{consumer}.#")]
+    )
+    try:
+        yield consumer, channel
+    finally:
+        await delete_consumer(channel, topology, consumer)
+
+
+async def _consume(
+    settings: Settings, consumer: str, channel: aio_pika.abc.AbstractChannel, process: FlakyProcess
+) -> str:
+    handler = DeliveryHandler(
+        consumer=consumer,
+        topology=settings.topology,
+        channel=channel,
+        process=process,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    queue = await channel.get_queue(settings.topology.work_queue(consumer))
+    return await queue.consume(handler)
+
+
+async def _parked(
+    settings: Settings, channel: aio_pika.abc.AbstractChannel, consumer: str, count: int
+) -> list[AbstractIncomingMessage]:
+    queue = await channel.get_queue(settings.topology.parking_queue(consumer))
+    found: list[AbstractIncomingMessage] = []
+    async with asyncio.timeout(15):
+        while len(found) < count:
+            message = await queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.05)
+            else:
+                found.append(message)
+    return found
+
+
+def _command(saga_id: uuid.UUID) -> Envelope[o.RefundPayment]:
+    return new_envelope(o.RefundPayment(order_id=f"o-{saga_id}"), correlation_id=saga_id)
+
+
+async def _publish_to_queue(
+    channel: aio_pika.abc.AbstractChannel, queue: str, envelope: Envelope[Any]
+) -> None:
+    from sagaline.messaging.publish import envelope_message
+
+    await channel.default_exchange.publish(envelope_message(envelope), routing_key=queue)
+
+
+async def test_transient_failure_retries_with_the_configured_delays_then_parks(
+    settings: Settings, probe: tuple[str, aio_pika.abc.AbstractChannel]
+) -> None:
+    consumer, channel = probe
+    failing = uuid.uuid4()
+    process = FlakyProcess({failing})
+    await _consume(settings, consumer, channel, process)
+    command = _command(failing)
+    await _publish_to_queue(channel, settings.topology.work_queue(consumer), command)
+
+    (parked,) = await _parked(settings, channel, consumer, 1)
+
+    attempts = process.attempts[failing]
+    delays = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) == 1 + len(settings.retry_delays)
+    for measured, configured in zip(delays, settings.retry_delays, strict=True):
+        assert measured >= configured * 0.9, (delays, settings.retry_delays)
+    headers = parked.headers
+    assert headers[H_REASON] == "retries-exhausted"
+    assert headers[H_ORIGINAL_QUEUE] == settings.topology.work_queue(consumer)
+    assert headers[H_ATTEMPT] == len(attempts)
+    assert headers[H_ERROR] == "RuntimeError"
+    assert headers[H_FIRST_FAILED_AT] <= headers[H_LAST_FAILED_AT]
+    assert parked.message_id == str(command.message_id)
+    assert parked.body == command.to_json()
+    assert parked.correlation_id == str(failing)
+
+
+async def test_malformed_message_is_parked_at_once_and_the_consumer_keeps_serving(
+    settings: Settings, probe: tuple[str, aio_pika.abc.AbstractChannel]
+) -> None:
+    consumer, channel = probe
+    process = FlakyProcess(set())
+    await _consume(settings, consumer, channel, process)
+    work = settings.topology.work_queue(consumer)
+    good_before, good_after = uuid.uuid4(), uuid.uuid4()
+
+    await _publish_to_queue(channel, work, _command(good_before))
+    await channel.default_exchange.publish(
+        aio_pika.Message(b'{"message_id": ', content_type="application/json", message_id="bad-1"),
+        routing_key=work,
+    )
+    await channel.default_exchange.publish(
+        aio_pika.Message(b"<xml/>", content_type="application/xml", message_id="bad-2"),
+        routing_key=work,
+    )
+    await _publish_to_queue(channel, work, _command(good_after))
+
+    parked = await _parked(settings, channel, consumer, 2)
+    async with asyncio.timeout(10):
+        while len(process.succeeded) < 2:
+            await asyncio.sleep(0.02)
+
+    reasons = {m.message_id: m.headers[H_REASON] for m in parked}
+    assert reasons == {"bad-1": "malformed-json", "bad-2": "wrong-content-type"}
+    assert all(m.headers[H_ATTEMPT] == 1 for m in parked)
+    assert set(process.succeeded) == {good_before, good_after}
+    # Parked at once: the malformed messages never reached the handler.
+    assert set(process.attempts) == {good_before, good_after}
+
+
+async def test_events_published_by_services_reach_a_bound_queue(
+    settings: Settings, probe: tuple[str, aio_pika.abc.AbstractChannel]
+) -> None:
+    consumer, channel = probe
+    process = FlakyProcess(set())
+    await _consume(settings, consumer, channel, process)
+    exchange = await channel.get_exchange(settings.topology.commands_exchange)
+    queue = await channel.get_queue(settings.topology.work_queue(consumer))
+    await queue.bind(exchange, "RefundPayment")
+    saga = uuid.uuid4()
+    await publish_envelope(channel, settings.topology.commands_exchange, _command(saga))
+    async with asyncio.timeout(10):
+        while saga not in process.succeeded:
+            await asyncio.sleep(0.02)

@@ -1,0 +1,335 @@
+"""The saga store on a real PostgreSQL: one transaction per step, CAS, inbox, outbox, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts import order as o
+from orchestrator.engine import EngineConfig, Incoming, Outcome
+from orchestrator.store import step as step_module
+from orchestrator.store.step import SagaStore, unpublished_count
+from orchestrator.store.tables import history, instances, outbox, timers
+from orchestrator.timers import TimerLoop
+from sagaline.db import create_engine
+from sagaline.settings import Settings
+from tests.integration.support import FakeClock, order_submitted, reply
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+STEP_TIMEOUT = timedelta(minutes=2)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    value = create_engine(settings, pool_size=5)
+    try:
+        yield value
+    finally:
+        await value.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(engine: AsyncEngine, settings: Settings, clock: FakeClock) -> SagaStore:
+    return SagaStore(
+        engine, settings.topology, EngineConfig(step_timeout=STEP_TIMEOUT), clock=clock
+    )
+
+
+async def _outstanding_command(engine: AsyncEngine, saga_id: uuid.UUID) -> uuid.UUID:
+    async with engine.connect() as conn:
+        runtime = await conn.scalar(select(instances.c.runtime).where(instances.c.id == saga_id))
+    (command_id,) = runtime["outstanding"]
+    return uuid.UUID(command_id)
+
+
+async def test_start_writes_instance_history_outbox_and_timer(
+    store: SagaStore, engine: AsyncEngine
+) -> None:
+    submitted = order_submitted()
+    result = await store.handle(Incoming.from_envelope(submitted))
+
+    assert result.decision is not None and result.decision.outcome is Outcome.STARTED
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(instances).where(instances.c.id == result.saga_id))).one()
+        commands = (
+            (
+                await conn.execute(
+                    select(outbox.c.message_type).where(outbox.c.saga_id == result.saga_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        timer_names = (
+            (await conn.execute(select(timers.c.name).where(timers.c.saga_id == result.saga_id)))
+            .scalars()
+            .all()
+        )
+        entries = await conn.scalar(
+            select(func.count()).select_from(history).where(history.c.saga_id == result.saga_id)
+        )
+    assert (row.state, row.version) == ("awaiting_payment", 1)
+    assert "card_token" not in row.data
+    assert commands == ["ProcessPayment"]
+    assert timer_names == ["step-timeout"]
+    assert entries == 1
+
+
+async def test_duplicate_message_id_is_a_no_op(store: SagaStore, engine: AsyncEngine) -> None:
+    incoming = Incoming.from_envelope(order_submitted())
+    first = await store.handle(incoming)
+    second = await store.handle(incoming)
+
+    assert not first.duplicate and second.duplicate
+    async with engine.connect() as conn:
+        outbox_rows = await conn.scalar(
+            select(func.count()).select_from(outbox).where(outbox.c.saga_id == incoming.saga_id)
+        )
+        history_rows = await conn.scalar(
+            select(func.count()).select_from(history).where(history.c.saga_id == incoming.saga_id)
+        )
+    assert (outbox_rows, history_rows) == (1, 1)
+
+
+async def test_duplicate_business_key_is_recorded_on_the_existing_saga(
+    store: SagaStore, engine: AsyncEngine
+) -> None:
+    first = order_submitted()
+    again = first.model_copy(update={"message_id": uuid.uuid4(), "correlation_id": uuid.uuid4()})
+    await store.handle(Incoming.from_envelope(first))
+    result = await store.handle(Incoming.from_envelope(again))
+
+    assert result.decision is not None and result.decision.outcome is Outcome.DUPLICATE_START
+    assert result.saga_id == first.correlation_id
+    async with engine.connect() as conn:
+        sagas = await conn.scalar(
+            select(func.count())
+            .select_from(instances)
+            .where(instances.c.business_key == first.payload.order_id)
+        )
+    assert sagas == 1
+
+
+async def test_concurrent_transitions_of_one_saga_both_apply_in_order(
+    store: SagaStore, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted = order_submitted()
+    saga_id = submitted.correlation_id
+    await store.handle(Incoming.from_envelope(submitted))
+    payment = await _outstanding_command(engine, saga_id)
+
+    # Both steps read version 1 before either writes: one of them must lose the CAS and retry.
+    barrier = asyncio.Barrier(2)
+    original = step_module.load_snapshot
+    calls = 0
+
+    async def racing_load(conn, saga):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        snapshot = await original(conn, saga)
+        calls += 1
+        if calls <= 2:
+            await asyncio.wait_for(barrier.wait(), timeout=5)
+        return snapshot
+
+    monkeypatch.setattr(step_module, "load_snapshot", racing_load)
+    conflicts = 0
+
+    def count() -> None:
+        nonlocal conflicts
+        conflicts += 1
+
+    store.on_conflict = count
+    cancel = Incoming.from_envelope(
+        order_submitted(saga_id).model_copy(update={"message_id": uuid.uuid4()})
+    )
+    cancel = Incoming(
+        message_id=uuid.uuid4(),
+        saga_id=saga_id,
+        trigger=o.OrderCancellationRequested.message_type,
+        payload=o.OrderCancellationRequested(
+            order_id=submitted.payload.order_id, reason="changed mind"
+        ),
+    )
+    paid = reply(
+        o.PaymentProcessed(
+            order_id=submitted.payload.order_id, payment_id="p-1", amount_cents=1000
+        ),
+        saga_id,
+        payment,
+    )
+    results = await asyncio.gather(store.handle(cancel), store.handle(paid))
+
+    assert conflicts >= 1
+    assert all(
+        r.decision is not None and r.decision.outcome is Outcome.TRANSITIONED for r in results
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(instances).where(instances.c.id == saga_id))).one()
+        versions = (
+            (
+                await conn.execute(
+                    select(history.c.version)
+                    .where(history.c.saga_id == saga_id)
+                    .order_by(history.c.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # No lost update: the cancellation flag and the payment are both in the final state.
+    assert row.version == 3
+    assert versions == [1, 2, 3]
+    assert row.data["cancel_requested"] is True
+    assert row.data["payment_id"] == "p-1"
+    assert row.state == "compensating"
+
+
+async def test_outbox_rows_survive_a_crash_and_are_published_by_the_relay(
+    settings: Settings, store: SagaStore, engine: AsyncEngine
+) -> None:
+    import aio_pika
+
+    from contracts.routes import WORKER_COMMANDS
+    from orchestrator.relay import OutboxRelay
+    from sagaline.messaging.declare import declare_consumer
+
+    submitted = order_submitted()
+    await store.handle(Incoming.from_envelope(submitted))
+    # "Crash": every connection of the process that wrote the step goes away unpublished.
+    await engine.dispose()
+    restarted = create_engine(settings, pool_size=2)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        async with restarted.connect() as conn:
+            assert await unpublished_count(conn) >= 1
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        topology = settings.topology
+        for worker, commands in WORKER_COMMANDS.items():
+            bindings = [(topology.commands_exchange, c.message_type) for c in commands]
+            await declare_consumer(channel, topology, worker, bindings)
+        relay = OutboxRelay(restarted, channel, commands_exchange=topology.commands_exchange)
+        while await relay.publish_batch():
+            pass
+        async with restarted.connect() as conn:
+            assert await unpublished_count(conn) == 0
+        queue = await channel.get_queue(topology.work_queue("payments"))
+        found = False
+        async with asyncio.timeout(10):
+            while not found:
+                message = await queue.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                found = message.correlation_id == str(submitted.correlation_id)
+        assert found
+    finally:
+        await connection.close()
+        await restarted.dispose()
+
+
+async def test_step_timeout_fires_once_from_the_injected_clock(
+    store: SagaStore, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    submitted = order_submitted()
+    await store.handle(Incoming.from_envelope(submitted))
+    loop = TimerLoop(store)
+
+    assert await _fire_for(loop, submitted.correlation_id) == 0
+    clock.advance(STEP_TIMEOUT + timedelta(seconds=1))
+    assert await _fire_for(loop, submitted.correlation_id) == 1
+    assert await _fire_for(loop, submitted.correlation_id) == 0
+
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(select(instances).where(instances.c.id == submitted.correlation_id))
+        ).one()
+    # A timed-out payment may have charged: the saga refunds it (the worker voids if not).
+    assert row.state == "compensating"
+    assert row.runtime["compensations"][-1]["command"] == "RefundPayment"
+
+
+async def test_a_timer_replaced_by_the_next_step_never_fires_for_the_old_step(
+    store: SagaStore, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    submitted = order_submitted()
+    saga_id = submitted.correlation_id
+    await store.handle(Incoming.from_envelope(submitted))
+    payment = await _outstanding_command(engine, saga_id)
+    clock.advance(STEP_TIMEOUT - timedelta(seconds=1))  # the reply comes just before the deadline
+    await store.handle(
+        reply(
+            o.PaymentProcessed(
+                order_id=submitted.payload.order_id, payment_id="p", amount_cents=1000
+            ),
+            saga_id,
+            payment,
+        )
+    )
+    clock.advance(timedelta(seconds=2))  # past the first deadline, before the second
+
+    loop = TimerLoop(store)
+    assert await _fire_for(loop, saga_id) == 0
+    async with engine.connect() as conn:
+        state = await conn.scalar(select(instances.c.state).where(instances.c.id == saga_id))
+    assert state == "awaiting_inventory"
+
+
+async def test_timers_due_while_stopped_fire_once_in_due_order_after_restart(
+    settings: Settings, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    config = EngineConfig(step_timeout=STEP_TIMEOUT)
+    before = SagaStore(engine, settings.topology, config, clock=clock)
+    sagas = []
+    for _ in range(5):
+        submitted = order_submitted()
+        await before.handle(Incoming.from_envelope(submitted))
+        sagas.append(submitted.correlation_id)
+        clock.advance(timedelta(seconds=1))
+
+    # The orchestrator is "down" for an hour; a new store and loop start with the later clock.
+    clock.advance(timedelta(hours=1))
+    after = SagaStore(engine, settings.topology, config, clock=clock)
+    loop = TimerLoop(after)
+    fired = await loop.fire_due()
+    assert fired >= 5
+    assert await loop.fire_due() == 0
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(history.c.saga_id, history.c.id)
+                .where(history.c.message_type == "timer:step-timeout", history.c.saga_id.in_(sagas))
+                .order_by(history.c.id)
+            )
+        ).all()
+    assert [r.saga_id for r in rows] == sagas
+
+
+async def _fire_for(loop: TimerLoop, saga_id: uuid.UUID) -> int:
+    """Fire due timers and count how many fired for this saga (other tests share the table)."""
+    async with loop.store.engine.connect() as conn:
+        before = await conn.scalar(
+            select(func.count())
+            .select_from(history)
+            .where(history.c.saga_id == saga_id, history.c.actor == "timer")
+        )
+    await loop.fire_due()
+    async with loop.store.engine.connect() as conn:
+        after = await conn.scalar(
+            select(func.count())
+            .select_from(history)
+            .where(history.c.saga_id == saga_id, history.c.actor == "timer")
+        )
+    return int(after or 0) - int(before or 0)
