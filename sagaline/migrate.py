@@ -51,8 +51,8 @@ async def ensure_database(settings: Settings) -> None:
             quoted = '"' + name.replace('"', '""') + '"'
             await admin.execute(f"CREATE DATABASE {quoted}")
             log.info("created database", extra={"database": name})
-        except asyncpg.DuplicateDatabaseError:
-            pass  # another replica created it first
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            pass  # another replica created it first (the catalog race shows as either error)
         finally:
             await admin.close()
     else:

@@ -40,8 +40,8 @@ def load_settings(**overrides: Any) -> Settings:
 def worker_names() -> tuple[str, ...]:
     """Names of the consumer workers, from consumers.WORKERS when that registry exists."""
     try:
-        from consumers import WORKERS  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+        from consumers import WORKERS
+    except ImportError:  # the consumers package is optional in a slimmed-down image
         return DEFAULT_WORKERS
     names = tuple(str(name) for name in WORKERS)
     return names or DEFAULT_WORKERS

@@ -142,10 +142,10 @@ async def _run(settings: Settings, plan: DemoPlan, wait_seconds: float, *, live:
 
 async def _seed(engine: AsyncEngine, stock: dict[str, int]) -> None:
     try:
-        from consumers.inventory import seed_stock  # type: ignore[attr-defined,unused-ignore]
+        from consumers.inventory.handlers import seed_stock
     except ImportError:
         raise CliError(
-            "cannot seed stock: consumers.inventory.seed_stock is not available"
+            "cannot seed stock: consumers.inventory.handlers.seed_stock is not available"
         ) from None
     try:
         async with engine.begin() as conn:

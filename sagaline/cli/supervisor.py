@@ -97,7 +97,7 @@ class ChildStatus:
     spec: ChildSpec
     backoff: Backoff = field(default_factory=Backoff)
     max_failures: int | None = None
-    """Crashes in a row after which the child is given up (None: restart forever)."""
+    """Crashes in a row at which the child is given up (None: restart forever)."""
 
     phase: Phase = Phase.PENDING
     pid: int | None = None
@@ -167,7 +167,7 @@ class ChildStatus:
     def _crashed(self, now: float, ran_for: float) -> None:
         self.pid = None
         self.failures = 1 if ran_for >= self.backoff.reset_after else self.failures + 1
-        if self.max_failures is not None and self.failures > self.max_failures:
+        if self.max_failures is not None and self.failures >= self.max_failures:
             self.phase = Phase.FAILED
             self.restart_at = None
             return

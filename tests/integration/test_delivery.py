@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 import uuid
@@ -178,3 +179,65 @@ async def test_events_published_by_services_reach_a_bound_queue(
     async with asyncio.timeout(10):
         while saga not in process.succeeded:
             await asyncio.sleep(0.02)
+
+
+async def test_database_outage_holds_the_delivery_instead_of_burning_retries(
+    settings: Settings, probe: tuple[str, aio_pika.abc.AbstractChannel]
+) -> None:
+    consumer, channel = probe
+    calls: list[float] = []
+
+    async def process(envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            raise ConnectionRefusedError(111, "Connection refused")  # what asyncpg raises
+
+    handler = DeliveryHandler(
+        consumer=consumer,
+        topology=settings.topology,
+        channel=channel,
+        process=process,
+        max_body_bytes=settings.max_body_bytes,
+        outage_backoff=(0.05, 0.1),
+    )
+    queue = await channel.get_queue(settings.topology.work_queue(consumer))
+    await queue.consume(handler)
+    await _publish_to_queue(channel, settings.topology.work_queue(consumer), _command(uuid.uuid4()))
+    async with asyncio.timeout(10):
+        while len(calls) < 4:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # let any wrongly scheduled retry (0.2 s) come back
+
+    assert len(calls) == 4
+    for delay_ms in settings.topology.retry_delays_ms:
+        retry = await channel.get_queue(settings.topology.retry_queue(consumer, delay_ms))
+        assert retry.declaration_result.message_count == 0
+    parking = await channel.declare_queue(settings.topology.parking_queue(consumer), passive=True)
+    assert parking.declaration_result.message_count == 0
+
+
+async def test_delivery_limit_parks_a_message_that_keeps_crashing_its_consumer(
+    settings: Settings, amqp_connection: AbstractRobustConnection
+) -> None:
+    """The quorum queue's delivery limit is the backstop when our own handling never runs."""
+    topology = dataclasses.replace(settings.topology, delivery_limit=2)
+    consumer = f"crashy-{uuid.uuid4().hex[:6]}"
+    channel = await amqp_connection.channel(publisher_confirms=True)
+    await declare_consumer(channel, topology, consumer, [])
+    try:
+        await _publish_to_queue(channel, topology.work_queue(consumer), _command(uuid.uuid4()))
+        queue = await channel.get_queue(topology.work_queue(consumer))
+        parking = await channel.get_queue(topology.parking_queue(consumer))
+        parked = None
+        async with asyncio.timeout(15):
+            while parked is None:
+                message = await queue.get(fail=False)
+                if message is not None:
+                    await message.nack(requeue=True)  # as a process dying mid-handling would
+                parked = await parking.get(fail=False, no_ack=True)
+                await asyncio.sleep(0.02)
+        (death,) = parked.headers["x-death"]
+        assert death["reason"] == "delivery_limit"
+        assert death["queue"] == topology.work_queue(consumer)
+    finally:
+        await delete_consumer(channel, topology, consumer)

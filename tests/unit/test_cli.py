@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from sagaline.cli import app
 
@@ -19,9 +21,9 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def assert_one_line_error(result: object, *, code: int | None = None, contains: str = "") -> None:
-    exit_code = result.exit_code  # type: ignore[attr-defined]
-    stderr: str = result.stderr  # type: ignore[attr-defined]
+def assert_one_line_error(result: Result, *, code: int | None = None, contains: str = "") -> None:
+    exit_code = result.exit_code
+    stderr = result.stderr
     assert exit_code != 0, stderr
     if code is not None:
         assert exit_code == code, stderr
@@ -106,10 +108,10 @@ def test_unreachable_database(runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize("args", [["demo", "order"], ["up", "--base-port", "18180"]])
 def test_unreachable_broker(
-    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, args: list[str], tmp_path: object
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, args: list[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv("AMQP_URL", DEAD_AMQP)
-    monkeypatch.chdir(str(tmp_path))  # `up` creates its log directory before the checks
+    monkeypatch.chdir(tmp_path)  # `up` creates its log directory before the checks
     result = runner.invoke(app, args)
     assert_one_line_error(result, code=3, contains="cannot reach RabbitMQ")
     assert "s3cret" not in result.stderr
@@ -126,7 +128,7 @@ def test_unexpected_errors_are_one_line(runner: CliRunner, monkeypatch: pytest.M
     assert_one_line_error(result, code=1, contains="unexpected error: RuntimeError: boom")
 
 
-def test_port_in_use(runner: CliRunner, tmp_path: object) -> None:
+def test_port_in_use(runner: CliRunner, tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as taken:
