@@ -8,6 +8,7 @@ private to this module.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -169,7 +170,7 @@ async def test_transient_failure_is_retried_then_parked_then_replayed(
     # One attempt per delivery, in order, each retry no earlier than its configured delay.
     records = attempts.of(command.message_id)
     assert [getattr(r, "attempt", None) for r in records] == [1, 2, 3]
-    gaps = [later.created - earlier.created for earlier, later in zip(records, records[1:])]
+    gaps = [later.created - earlier.created for earlier, later in itertools.pairwise(records)]
     for gap, delay in zip(gaps, fsettings.retry_delays, strict=True):
         assert gap >= delay, (gaps, fsettings.retry_delays)
 
