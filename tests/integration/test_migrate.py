@@ -11,8 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData
-from sqlalchemy.engine import Connection
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from sagaline.db import create_unpooled_engine
 from sagaline.migrate import alembic_config, current_revision, upgrade
