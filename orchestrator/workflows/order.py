@@ -210,14 +210,16 @@ def _ended_without_completing(outcome: OrderState) -> Callable[[Ctx, object], No
     return action
 
 
-undo = {S.FAILED, S.CANCELLED, S.COMPENSATING}
-machine.on(S.AWAITING_PAYMENT, msg.PaymentProcessed, to={S.AWAITING_INVENTORY} | undo, do=_paid)
+# Every undo after a successful payment has at least the refund to run: it goes through
+# compensating (the engine would refuse a declared target that an action never reaches).
+undo = S.COMPENSATING
+machine.on(S.AWAITING_PAYMENT, msg.PaymentProcessed, to=(S.AWAITING_INVENTORY, undo), do=_paid)
 machine.on(S.AWAITING_PAYMENT, msg.PaymentFailed, to={S.FAILED, S.CANCELLED}, do=_payment_failed)
 machine.on(
-    S.AWAITING_INVENTORY, msg.InventoryReserved, to={S.AWAITING_SHIPMENT} | undo, do=_reserved
+    S.AWAITING_INVENTORY, msg.InventoryReserved, to=(S.AWAITING_SHIPMENT, undo), do=_reserved
 )
 machine.on(S.AWAITING_INVENTORY, msg.InventoryReservationFailed, to=undo, do=_reservation_failed)
-machine.on(S.AWAITING_SHIPMENT, msg.OrderShipped, to={S.COMPLETED} | undo, do=_shipped)
+machine.on(S.AWAITING_SHIPMENT, msg.OrderShipped, to=(S.COMPLETED, undo), do=_shipped)
 machine.on(S.AWAITING_SHIPMENT, msg.ShipmentFailed, to=undo, do=_shipment_failed)
 machine.on(S.AWAITING_PAYMENT, STEP_TIMEOUT, to=undo, do=_timed_out(msg.RefundPayment))
 machine.on(S.AWAITING_INVENTORY, STEP_TIMEOUT, to=undo, do=_timed_out(msg.ReleaseInventory))

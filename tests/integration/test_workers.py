@@ -120,7 +120,9 @@ def client(channel: AbstractChannel, wsettings: Settings, replies: ReplyListener
     return Client(channel, wsettings, replies)
 
 
-def payment(order_id: str, amount: int = 1_000, token: str = "tok_ok", customer: str = "c-1"):
+def payment(
+    order_id: str, amount: int = 1_000, token: str = "tok_ok", customer: str = "c-1"
+) -> o.ProcessPayment:
     return o.ProcessPayment(
         order_id=order_id,
         customer_id=customer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sagaline.cli.runner import Runner, last_log_line
@@ -17,30 +18,35 @@ def python(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
 
-def status(name: str, code: str, port: int = 9999, **kwargs: object) -> ChildStatus:
-    return ChildStatus(ChildSpec(name, python(code), port), backoff=FAST, **kwargs)  # type: ignore[arg-type]
+def status(name: str, code: str, port: int = 9999, max_failures: int | None = None) -> ChildStatus:
+    return ChildStatus(ChildSpec(name, python(code), port), backoff=FAST, max_failures=max_failures)
 
 
-def runner(children: list[ChildStatus], log_dir: Path, **kwargs: object) -> Runner:
+def runner(
+    children: list[ChildStatus],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    stop_timeout: float = 5.0,
+) -> Runner:
     async def log_says_ready(spec: ChildSpec) -> tuple[bool, str]:
-        ready = "ready" in (log_dir / f"{spec.name}.log").read_text()
+        # A line of its own: the log's header line quotes the child's code, "ready" included.
+        ready = "ready" in (log_dir / f"{spec.name}.log").read_text().splitlines()
         return ready, "" if ready else "waiting"
 
-    options: dict[str, object] = {
-        "env": {"PATH": "/usr/bin:/bin"},
-        "log_dir": log_dir,
-        "stop_timeout": 5.0,
-        "probe": log_says_ready,
-        "tick": 0.02,
-        "probe_interval": 0.05,
-    }
-    options.update(kwargs)
-    return Runner(children, **options)  # type: ignore[arg-type]
+    return Runner(
+        children,
+        env=env or {"PATH": "/usr/bin:/bin"},
+        log_dir=log_dir,
+        stop_timeout=stop_timeout,
+        probe=log_says_ready,
+        tick=0.02,
+        probe_interval=0.05,
+    )
 
 
-async def wait_until(predicate: object, seconds: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
     async with asyncio.timeout(seconds):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             await asyncio.sleep(0.02)
 
 

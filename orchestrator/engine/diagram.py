@@ -1,0 +1,30 @@
+"""Draw a workflow's state diagram from its definition (Mermaid stateDiagram-v2)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from orchestrator.engine.machine import Machine
+
+
+def _node(state: str) -> str:
+    return state.replace("-", "_")
+
+
+def mermaid(machine: Machine[Any, Any], highlight: str | None = None) -> str:
+    """The diagram as Mermaid text; `highlight` marks one state (where a saga instance is)."""
+    labels: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for source, trigger, target in machine.edges():
+        if source == target:
+            continue  # self-loops (cancel flag, compensation progress) clutter the picture
+        labels[(_node(source) if source else "[*]", _node(target))].append(trigger)
+    lines = ["stateDiagram-v2"]
+    for (source, target), triggers in sorted(labels.items()):
+        lines.append(f"    {source} --> {target}: {' / '.join(sorted(set(triggers)))}")
+    for state in sorted(machine.final):
+        lines.append(f"    {_node(state)} --> [*]")
+    if highlight is not None:
+        lines.append("    classDef current fill:#f96,stroke:#333,stroke-width:3px")
+        lines.append(f"    class {_node(highlight)} current")
+    return "\n".join(lines) + "\n"
