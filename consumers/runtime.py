@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import DeliveryError, PublishError
 from faststream.asgi import AsgiFastStream
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from sqlalchemy import MetaData, Table
@@ -31,7 +32,7 @@ from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
 from contracts.topology import H_ATTEMPT, H_CAUSATION_ID, H_SCHEMA_VERSION, ParkReason, Topology
 from sagaline.messaging.delivery import Process
-from sagaline.messaging.errors import PermanentMessageError
+from sagaline.messaging.errors import PermanentMessageError, ReportableError
 from sagaline.messaging.publish import CONTENT_TYPE
 from sagaline.service import Resources, build_service
 from sagaline.settings import Settings
@@ -112,6 +113,10 @@ class WorkerProcess:
         return reply, False
 
 
+class ReplyNotDelivered(ReportableError):
+    """The broker did not take a reply; the command goes through retry and parking."""
+
+
 async def publish_reply(broker: RabbitBroker, events: RabbitExchange, reply: StoredReply) -> None:
     """Publish through FastStream (its telemetry middleware carries the trace context on).
 
@@ -122,18 +127,24 @@ async def publish_reply(broker: RabbitBroker, events: RabbitExchange, reply: Sto
     headers: dict[str, Any] = {H_SCHEMA_VERSION: header.schema_version}
     if header.causation_id is not None:
         headers[H_CAUSATION_ID] = str(header.causation_id)
-    await broker.publish(
-        reply.body,
-        exchange=events,
-        routing_key=header.type,
-        persist=True,
-        mandatory=True,
-        content_type=CONTENT_TYPE,
-        message_id=str(header.message_id),
-        correlation_id=str(header.correlation_id),
-        message_type=header.type,
-        headers=headers,
-    )
+    try:
+        await broker.publish(
+            reply.body,
+            exchange=events,
+            routing_key=header.type,
+            persist=True,
+            mandatory=True,
+            content_type=CONTENT_TYPE,
+            message_id=str(header.message_id),
+            correlation_id=str(header.correlation_id),
+            message_type=header.type,
+            headers=headers,
+        )
+    except DeliveryError as exc:
+        # Returned (no queue bound for this reply type, e.g. no orchestrator declared yet) or
+        # nacked. The reply stays stored: a retry or a replay publishes it without redoing work.
+        how = "returned as unroutable" if isinstance(exc, PublishError) else "not confirmed"
+        raise ReplyNotDelivered(f"reply {header.type} to {events.name} was {how}") from exc
 
 
 def build_worker(

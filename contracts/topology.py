@@ -97,4 +97,7 @@ class Topology:
         }
 
     def parking_queue_arguments(self) -> dict[str, Any]:
-        return {"x-queue-type": "quorum"}
+        # Classic on purpose: operators peek at parked messages by taking them and letting them
+        # return in order. A quorum queue counts each return towards a delivery limit (20 by
+        # default on RabbitMQ 4) and would eventually drop what it parks.
+        return {"x-queue-type": "classic"}

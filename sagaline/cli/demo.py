@@ -60,11 +60,15 @@ def order(
     """
     settings = common.load_settings()
     plan = build_orders(count, run_tag=uuid.uuid4().hex[:8])
-    progress = common.run(_run(settings, plan, timeout, live=not json_output))
+    # A live table only on a terminal; elsewhere (CI, a file) just the final table.
+    live = not json_output and stdout().is_terminal
+    progress = common.run(_run(settings, plan, timeout, live=live))
     summary = progress.summary()
     if json_output:
         print_json(summary)
     else:
+        if not live:
+            stdout().print(_render(progress))
         _print_outcome(progress)
     if not summary["ok"]:
         raise typer.Exit(1)
@@ -223,12 +227,12 @@ async def _watch(engine: AsyncEngine, progress: Progress, refresh: Callable[[], 
 def _render(progress: Progress) -> Table:
     title = f"demo orders — {progress.elapsed:.1f}s of {progress.timeout:g}s"
     table = Table(title=title)
-    table.add_column("scenario")
-    table.add_column("expected")
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("expected", no_wrap=True)
     table.add_column("orders", justify="right")
     table.add_column("as expected", justify="right", style="green")
-    table.add_column("other final", justify="right", style="red")
-    table.add_column("in progress", justify="right", style="yellow")
+    table.add_column("other", justify="right", style="red")
+    table.add_column("pending", justify="right", style="yellow")
     for scenario in MIX:
         items = [item for item in progress.plan.orders if item.scenario is scenario]
         if not items:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import time
 import urllib.error
@@ -41,8 +42,15 @@ async def http_probe(spec: ChildSpec, within: float = 1.0) -> tuple[bool, str]:
     return await asyncio.to_thread(_probe_sync, url, within)
 
 
-def last_log_line(path: Path, max_bytes: int = 4096) -> str:
-    """The last non-empty line of a child's log: usually the error it died with."""
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Refused|Denied)\b.*:")
+
+
+def last_log_line(path: Path, max_bytes: int = 8192) -> str:
+    """What a child died of: the last exception line of its log, else its last line.
+
+    A traceback ends with "SomeError: message", but servers often log a line or two after it
+    ("Application startup failed. Exiting."); the exception says more.
+    """
     try:
         with path.open("rb") as file:
             file.seek(0, 2)
@@ -52,7 +60,13 @@ def last_log_line(path: Path, max_bytes: int = 4096) -> str:
     except OSError:
         return ""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    # Only this run's lines: each start writes a "--- <time> starting:" header.
+    starts = [i for i, line in enumerate(lines) if line.startswith("--- ")]
+    lines = lines[starts[-1] + 1 :] if starts else lines
+    if not lines:
+        return ""
+    errors = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return (errors[-1] if errors else lines[-1])[:300]
 
 
 class Runner:

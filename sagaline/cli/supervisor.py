@@ -107,6 +107,8 @@ class ChildStatus:
     started_at: float | None = None
     restart_at: float | None = None
     last_exit: int | None = None
+    last_error: str = ""
+    """What the last crash left in the log; kept across restarts so the table can show it."""
     detail: str = ""
     stop_exit: int | None = None
     """Exit status of the run that was asked to stop (None: nothing was running)."""
@@ -140,7 +142,7 @@ class ChildStatus:
     def start_failed(self, reason: str, now: float) -> None:
         """The process could not even be spawned (e.g. the interpreter is gone): like a crash."""
         self._crashed(now, ran_for=0.0)
-        self.detail = reason
+        self.detail = self.last_error = reason
 
     def probed(self, ready: bool, detail: str = "") -> None:
         """Record a /readyz answer. A late answer for a child that exited meanwhile is ignored."""
@@ -148,6 +150,7 @@ class ChildStatus:
             return
         if ready:
             self.phase = Phase.READY
+            self.last_error = ""  # recovered: the old crash is no longer the news
         elif self.phase is Phase.READY:
             self.phase = Phase.UNREADY
         self.detail = "" if ready else detail
@@ -162,7 +165,7 @@ class ChildStatus:
             return
         ran_for = now - self.started_at if self.started_at is not None else 0.0
         self._crashed(now, ran_for)
-        self.detail = detail
+        self.detail = self.last_error = detail
 
     def _crashed(self, now: float, ran_for: float) -> None:
         self.pid = None

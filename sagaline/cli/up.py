@@ -199,6 +199,8 @@ def _detail(child: ChildStatus, now: float) -> str:
         return f"restart in {wait:.0f}s" + (f" · {child.detail}" if child.detail else "")
     if child.killed:
         return "killed after the stop timeout"
+    if child.phase is Phase.STARTING and child.last_error:
+        return f"{child.detail} · last crash: {child.last_error}"
     return child.detail
 
 

@@ -253,7 +253,7 @@ async def test_racing_charge_and_refund_never_leave_money_taken(
     client: Client, db: AsyncEngine
 ) -> None:
     orders = [uid("race") for _ in range(20)]
-    commands = []
+    commands: list[Envelope[Any]] = []
     for order_id in orders:
         saga = uuid.uuid4()
         charge = new_envelope(payment(order_id, 700), correlation_id=saga)

@@ -177,7 +177,9 @@ async def test_transient_failure_is_retried_then_parked_then_replayed(
     assert parked.headers[H_REASON] == ParkReason.RETRIES_EXHAUSTED.value
     assert parked.headers[H_ORIGINAL_QUEUE] == topology.work_queue("payments")
     assert parked.headers[H_ATTEMPT] == 3
-    assert parked.headers[H_ERROR].startswith("InjectedFault: injected failure for ProcessPayment")
+    assert str(parked.headers[H_ERROR]).startswith(
+        "InjectedFault: injected failure for ProcessPayment"
+    )
     assert parked.message_id == str(command.message_id)
     assert replies.replies_to(command.message_id) == []
     assert await inbox_rows(db, command.message_id) == 0  # every attempt rolled back
@@ -221,3 +223,33 @@ async def test_fault_switch_leaves_other_commands_alone(
 async def test_worker_stops_cleanly_with_nothing_in_flight(fsettings: Settings) -> None:
     async with asyncio.timeout(20), running(build_app("payments", fsettings, HEALTHY)):
         pass
+
+
+async def test_unroutable_reply_is_kept_and_sent_on_replay(
+    fsettings: Settings, channel: AbstractChannel, db: AsyncEngine
+) -> None:
+    """No queue listens for replies (no orchestrator yet): the publish is returned, so the
+    command is retried and parked; the effect and its reply are already stored, and a replay
+    once someone listens publishes that stored reply without charging again."""
+    topology = fsettings.topology
+    command = charge(f"order-{uuid.uuid4().hex[:12]}")
+    async with running(build_app("payments", fsettings, HEALTHY)):
+        await send_command(channel, topology, command)
+        parked = await wait_parked(channel, topology.parking_queue("payments"), command.message_id)
+        assert parked.headers[H_REASON] == ParkReason.RETRIES_EXHAUSTED.value
+        assert str(parked.headers[H_ERROR]) == (
+            f"ReplyNotDelivered: reply PaymentProcessed to {topology.events_exchange}"
+            " was returned as unroutable"
+        )
+        assert await inbox_rows(db, command.message_id) == 1
+
+        async with ReplyListener(channel, topology) as replies:
+            replayed = parse_body(parked.body, parked.content_type, fsettings.max_body_bytes)
+            await send_to_queue(channel, topology.work_queue("payments"), replayed)
+            (reply,) = await replies.wait(command.message_id)
+    assert isinstance(reply.envelope.payload, o.PaymentProcessed)
+    async with db.connect() as conn:
+        charges = await conn.scalar(
+            select(func.count()).where(pay.ledger.c.order_id == command.payload.order_id)
+        )
+    assert charges == 1

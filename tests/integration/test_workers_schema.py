@@ -37,7 +37,7 @@ def _diff(connection: Connection, spec: WorkerSpec) -> list[Any]:
 def _check_constraints(connection: Connection, spec: WorkerSpec) -> dict[str, set[str]]:
     inspector = inspect(connection)
     return {
-        table: {c["name"] for c in inspector.get_check_constraints(table, schema=spec.schema)}
+        table: {str(c["name"]) for c in inspector.get_check_constraints(table, schema=spec.schema)}
         for table in inspector.get_table_names(schema=spec.schema)
     }
 

@@ -138,3 +138,19 @@ def test_last_log_line(tmp_path: Path) -> None:
     log.write_text("first\nTraceback...\nValueError: bad\n\n")
     assert last_log_line(log) == "ValueError: bad"
     assert last_log_line(tmp_path / "missing.log") == ""
+
+
+def test_last_log_line_prefers_the_exception_of_the_latest_run(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text(
+        "--- t1 starting: python -m x\nKeyError: old\n"
+        "--- t2 starting: python -m x\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1\n'
+        "aiormq.exceptions.ChannelPreconditionFailed: PRECONDITION_FAILED - inequivalent arg\n"
+        "\n"
+        "ERROR:    Application startup failed. Exiting.\n"
+    )
+    assert last_log_line(log).startswith("aiormq.exceptions.ChannelPreconditionFailed: PRECON")
+    log.write_text("--- t1 starting\nKeyError: old\n--- t2 starting\n")
+    assert last_log_line(log) == ""

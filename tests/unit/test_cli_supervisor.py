@@ -205,3 +205,14 @@ def test_a_given_up_child_makes_the_stop_unclean() -> None:
     status.stop_requested()
     assert status.phase is Phase.FAILED
     assert not clean_stop([status])
+
+
+def test_last_error_survives_the_restart_until_ready() -> None:
+    status = child()
+    status.started(pid=1, now=0.0)
+    status.exited(1, now=0.1, detail="KeyError: x")
+    status.started(pid=2, now=2.0)
+    assert status.last_error == "KeyError: x"
+    assert status.detail == ""
+    status.probed(True)
+    assert status.last_error == ""

@@ -1,0 +1,281 @@
+"""Parking (dead-letter) queue operations: list, show, replay and purge parked messages.
+
+Reading is non-destructive: messages are taken without acknowledgement and returned to the
+queue, in order, when the channel closes. Replay republishes a copy to the original queue with
+the same message id and a replay counter, and acknowledges the parked copy only after the
+broker confirmed the copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+    DeliveryMode,
+)
+
+from contracts.topology import (
+    H_ATTEMPT,
+    H_ERROR,
+    H_FIRST_FAILED_AT,
+    H_LAST_FAILED_AT,
+    H_ORIGINAL_QUEUE,
+    H_REASON,
+    H_REPLAY_COUNT,
+    ParkReason,
+    Topology,
+)
+
+SCAN_LIMIT = 10_000
+"""Most messages one command reads from a parking queue (protects the operator's terminal)."""
+
+_BROKER_REASONS = {"delivery_limit": ParkReason.DELIVERY_LIMIT.value}
+_DROPPED = frozenset(
+    {
+        "x-death",
+        "x-delivery-count",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+
+
+class DlqError(Exception):
+    """An operator-facing error (unknown queue, broker refused); its text is one clear line."""
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    position: int
+    message_id: str | None
+    correlation_id: str | None
+    message_type: str | None
+    reason: str
+    original_queue: str | None
+    attempts: int
+    replays: int
+    first_failed_at: str | None
+    last_failed_at: str | None
+    error: str | None
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    queue: str
+    depth: int
+    reasons: dict[str, int]
+    scanned: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which parked messages an operation applies to; no criterion at all selects nothing."""
+
+    ids: frozenset[str] = frozenset()
+    reason: str | None = None
+    everything: bool = False
+
+    def __call__(self, message: ParkedMessage) -> bool:
+        if self.everything:
+            return True
+        if self.ids and message.message_id in self.ids:
+            return True
+        return self.reason is not None and message.reason == self.reason
+
+    @property
+    def empty(self) -> bool:
+        return not (self.everything or self.ids or self.reason)
+
+
+def describe(message: AbstractIncomingMessage, position: int) -> ParkedMessage:
+    headers = message.headers or {}
+    deaths = headers.get("x-death") or []
+    last: Any = deaths[-1] if isinstance(deaths, list) and deaths else {}
+    first_death: dict[str, Any] = last if isinstance(last, dict) else {}
+    reason = headers.get(H_REASON)
+    if reason is None:
+        broker_reason = str(first_death.get("reason", "unknown"))
+        reason = _BROKER_REASONS.get(broker_reason, broker_reason)
+    original = headers.get(H_ORIGINAL_QUEUE) or first_death.get("queue")
+    return ParkedMessage(
+        position=position,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        message_type=message.type,
+        reason=str(reason),
+        original_queue=str(original) if original else None,
+        attempts=_int(headers.get(H_ATTEMPT, first_death.get("count", 0))),
+        replays=_int(headers.get(H_REPLAY_COUNT, 0)),
+        first_failed_at=_text(headers.get(H_FIRST_FAILED_AT) or first_death.get("time")),
+        last_failed_at=_text(headers.get(H_LAST_FAILED_AT) or first_death.get("time")),
+        error=_text(headers.get(H_ERROR)),
+        size=len(message.body),
+    )
+
+
+class ParkingQueues:
+    def __init__(
+        self, connection: AbstractRobustConnection, topology: Topology, consumers: list[str]
+    ) -> None:
+        self.connection = connection
+        self.topology = topology
+        self.consumers = consumers
+
+    def resolve(self, name: str) -> str:
+        """Accept a consumer name (`payments`) or a parking queue's full name."""
+        known = {self.topology.parking_queue(c): c for c in self.consumers}
+        if name in known:
+            return name
+        candidate = self.topology.parking_queue(name)
+        if candidate in known:
+            return candidate
+        choices = ", ".join(sorted(self.consumers))
+        raise DlqError(f"unknown parking queue {name!r} (consumers: {choices})")
+
+    async def depth(self, queue: str) -> int:
+        async with self._channel() as channel:
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return 0  # never declared: nothing was ever parked there
+            return int(declared.declaration_result.message_count or 0)
+
+    async def summaries(self) -> list[QueueSummary]:
+        result = []
+        for consumer in self.consumers:
+            queue = self.topology.parking_queue(consumer)
+            depth = await self.depth(queue)
+            reasons: Counter[str] = Counter()
+            scanned = 0
+            if depth:
+                for message in await self.peek(queue, SCAN_LIMIT):
+                    reasons[message.reason] += 1
+                    scanned += 1
+            result.append(QueueSummary(queue, depth, dict(sorted(reasons.items())), scanned))
+        return result
+
+    async def peek(self, queue: str, limit: int) -> list[ParkedMessage]:
+        async with self._taken(queue, limit) as taken:
+            return [describe(m, i) for i, m in enumerate(taken)]
+
+    async def replay(
+        self, queue: str, selection: Selection, *, dry_run: bool
+    ) -> list[ParkedMessage]:
+        """Republish the selected messages to their original queues; returns what was chosen."""
+        chosen: list[ParkedMessage] = []
+        async with self._taken(queue, SCAN_LIMIT) as taken:
+            channel = taken.channel
+            for position, message in enumerate(taken):
+                parked = describe(message, position)
+                if not selection(parked):
+                    continue
+                if parked.original_queue is None:
+                    raise DlqError(f"message {parked.message_id} names no original queue")
+                chosen.append(parked)
+                if dry_run:
+                    continue
+                await channel.default_exchange.publish(
+                    _replay_copy(message, parked.replays + 1),
+                    routing_key=parked.original_queue,
+                    mandatory=True,
+                )
+                # Only after the broker confirmed the copy: a crash in between duplicates the
+                # message (the consumer's inbox absorbs it) and never loses it.
+                await message.ack()
+        return chosen
+
+    async def purge(self, queue: str, selection: Selection) -> list[ParkedMessage]:
+        removed: list[ParkedMessage] = []
+        async with self._taken(queue, SCAN_LIMIT) as taken:
+            for position, message in enumerate(taken):
+                parked = describe(message, position)
+                if selection(parked):
+                    await message.ack()
+                    removed.append(parked)
+        return removed
+
+    @contextlib.asynccontextmanager
+    async def _channel(self) -> AsyncIterator[AbstractChannel]:
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    @contextlib.asynccontextmanager
+    async def _taken(self, queue: str, limit: int) -> AsyncIterator[_Taken]:
+        """Take up to `limit` messages unacknowledged; closing the channel returns the rest."""
+        async with self._channel() as channel:
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                raise DlqError(f"parking queue {queue} does not exist on the broker") from None
+            taken = _Taken(channel)
+            while len(taken) < limit:
+                message = await declared.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                taken.append(message)
+            yield taken
+
+
+class _Taken(list[AbstractIncomingMessage]):
+    def __init__(self, channel: AbstractChannel) -> None:
+        super().__init__()
+        self.channel = channel
+
+
+def _replay_copy(message: AbstractIncomingMessage, replays: int) -> aio_pika.Message:
+    headers = {k: v for k, v in (message.headers or {}).items() if k not in _DROPPED}
+    # A fresh retry ladder for the replayed copy; the replay counter and first failure stay.
+    headers.pop(H_ATTEMPT, None)
+    headers.pop(H_REASON, None)
+    headers[H_REPLAY_COUNT] = replays
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        app_id=message.app_id,
+    )
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)[:500]
