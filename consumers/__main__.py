@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from pydantic import ValidationError
 
 from consumers.registry import WORKERS, build_app
 from consumers.settings import WorkerSettings
+from sagaline.logs import configure_logging
 from sagaline.messaging.parsing import validation_summary
 from sagaline.service import run
 from sagaline.settings import Settings
@@ -31,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         # Locations and error kinds only: the values may be secrets (URLs with passwords).
         print(f"invalid settings: {validation_summary(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, service=name)
     run(build_app(name, settings, config), settings)
     return 0
 

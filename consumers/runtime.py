@@ -30,7 +30,16 @@ from consumers.inbox import StoredReply, claim, reply_envelope, store_reply
 from consumers.settings import WorkerSettings
 from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
-from contracts.topology import H_ATTEMPT, H_CAUSATION_ID, H_SCHEMA_VERSION, ParkReason, Topology
+from contracts.registry import reply_types
+from contracts.topology import (
+    H_ATTEMPT,
+    H_CAUSATION_ID,
+    H_SCHEMA_VERSION,
+    ORCHESTRATOR,
+    ParkReason,
+    Topology,
+)
+from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import Process
 from sagaline.messaging.errors import PermanentMessageError, ReportableError
 from sagaline.messaging.publish import CONTENT_TYPE
@@ -169,7 +178,21 @@ def build_worker(
         )
         return WorkerProcess(spec, handlers, resources.engine, resources.broker, events, faults)
 
-    return build_service(settings, spec.name, spec.bindings, make_process)
+    return build_service(
+        settings, spec.name, spec.bindings, make_process, prepare=declare_reply_destination
+    )
+
+
+async def declare_reply_destination(resources: Resources) -> None:
+    """Declare the orchestrator's queue bound to every reply type, as the orchestrator does.
+
+    Replies are published with `mandatory`: without this, a worker that starts (and answers)
+    before the orchestrator ever ran would see its replies returned as unroutable. Declaring
+    is idempotent and the arguments come from the same contracts, so both sides agree.
+    """
+    topology = resources.topology
+    replies = [(topology.events_exchange, t.message_type) for t in reply_types()]
+    await declare_consumer(resources.channel, topology, ORCHESTRATOR, replies)
 
 
 def _attempt(delivery: AbstractIncomingMessage) -> int:

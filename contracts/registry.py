@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts import order
-from contracts.base import Command, Event, Message
+from contracts.base import Command, Event, Message, ReplyEvent
 
 
 def _collect(*modules: object) -> dict[str, type[Message]]:
@@ -35,3 +35,7 @@ def commands() -> list[type[Command]]:
 
 def events() -> list[type[Event]]:
     return [m for m in MESSAGE_TYPES.values() if issubclass(m, Event)]
+
+
+def reply_types() -> list[type[ReplyEvent]]:
+    return [m for m in MESSAGE_TYPES.values() if issubclass(m, ReplyEvent)]

@@ -138,6 +138,7 @@ def build_service(
             await resources.connection.close()
         if hasattr(resources, "engine"):
             await resources.engine.dispose()
+        log.info("stopped gracefully", extra={"consumer": consumer})
 
     @get(include_in_schema=False)
     async def healthz(scope: Any) -> AsgiResponse:

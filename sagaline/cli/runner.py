@@ -42,6 +42,7 @@ async def http_probe(spec: ChildSpec, within: float = 1.0) -> tuple[bool, str]:
     return await asyncio.to_thread(_probe_sync, url, within)
 
 
+_MODULE_PREFIX = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=\w+:)")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Refused|Denied)\b.*:")
 
 
@@ -66,7 +67,10 @@ def last_log_line(path: Path, max_bytes: int = 8192) -> str:
     if not lines:
         return ""
     errors = [line for line in lines if _EXCEPTION_LINE.match(line)]
-    return (errors[-1] if errors else lines[-1])[:300]
+    if errors:
+        # "aiormq.exceptions.ChannelPreconditionFailed: ..." -> "ChannelPreconditionFailed: ..."
+        return _MODULE_PREFIX.sub("", errors[-1])[:300]
+    return lines[-1][:300]
 
 
 class Runner:

@@ -108,7 +108,8 @@ def up(
         with Live(console=console, auto_refresh=False) as live:
 
             def refresh(current: list[ChildStatus]) -> None:
-                live.update(render_table(current, time.monotonic()), refresh=True)
+                table = render_table(current, time.monotonic(), console.width)
+                live.update(table, refresh=True)
 
             runner.on_change = refresh
             clean = common.run(_supervise(runner))
@@ -196,7 +197,8 @@ def describe_exit(returncode: int | None) -> str:
 def _detail(child: ChildStatus, now: float) -> str:
     if child.phase is Phase.BACKOFF and child.restart_at is not None:
         wait = max(0.0, child.restart_at - now)
-        return f"restart in {wait:.0f}s" + (f" · {child.detail}" if child.detail else "")
+        when = f"{wait:.1f}s" if wait < 10 else f"{wait:.0f}s"
+        return f"restart in {when}" + (f" · {child.detail}" if child.detail else "")
     if child.killed:
         return "killed after the stop timeout"
     if child.phase is Phase.STARTING and child.last_error:
@@ -204,15 +206,18 @@ def _detail(child: ChildStatus, now: float) -> str:
     return child.detail
 
 
-def render_table(children: list[ChildStatus], now: float) -> Table:
+_FIXED_COLUMNS_WIDTH = 72
+"""Room the columns other than "detail" take, borders and padding included."""
+
+
+def render_table(children: list[ChildStatus], now: float, width: int = 120) -> Table:
     table = Table(title="sagaline processes", caption="Ctrl-C to stop (twice to kill)")
-    table.add_column("process")
-    table.add_column("pid", justify="right")
-    table.add_column("port", justify="right")
-    table.add_column("state")
-    table.add_column("restarts", justify="right")
-    table.add_column("last exit")
-    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=70)
+    for name in ("process", "pid", "port", "state", "restarts", "last exit"):
+        numeric = name in ("pid", "port", "restarts")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+    table.add_column("detail", no_wrap=True)
+    # Cut the free text to the room left: given an over-long cell, rich squeezes every column.
+    detail_width = max(8, width - _FIXED_COLUMNS_WIDTH)
     for child in children:
         table.add_row(
             child.name,
@@ -221,9 +226,15 @@ def render_table(children: list[ChildStatus], now: float) -> Table:
             Text(child.phase.value, style=_PHASE_STYLE[child.phase]),
             str(child.restarts),
             describe_exit(child.last_exit),
-            _detail(child, now),
+            _fit(_detail(child, now), detail_width),
         )
     return table
+
+
+def _fit(text: str, width: int) -> Text:
+    fitted = Text(text)
+    fitted.truncate(width, overflow="ellipsis")
+    return fitted
 
 
 class ChangePrinter:

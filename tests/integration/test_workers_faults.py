@@ -36,6 +36,7 @@ from contracts.topology import (
     H_ERROR,
     H_ORIGINAL_QUEUE,
     H_REASON,
+    ORCHESTRATOR,
     ParkReason,
 )
 from sagaline.db import create_unpooled_engine
@@ -228,12 +229,17 @@ async def test_worker_stops_cleanly_with_nothing_in_flight(fsettings: Settings) 
 async def test_unroutable_reply_is_kept_and_sent_on_replay(
     fsettings: Settings, channel: AbstractChannel, db: AsyncEngine
 ) -> None:
-    """No queue listens for replies (no orchestrator yet): the publish is returned, so the
-    command is retried and parked; the effect and its reply are already stored, and a replay
-    once someone listens publishes that stored reply without charging again."""
+    """Nothing is bound for the reply (an operator removed the binding): the publish is
+    returned, so the command is retried and parked; the effect and its reply are already
+    stored, and a replay once someone listens publishes that stored reply without charging
+    again."""
     topology = fsettings.topology
     command = charge(f"order-{uuid.uuid4().hex[:12]}")
     async with running(build_app("payments", fsettings, HEALTHY)):
+        # Workers declare the orchestrator's queue with every reply bound (see the next
+        # test); remove that one binding to make the reply unroutable.
+        orchestrator = await channel.get_queue(topology.work_queue(ORCHESTRATOR))
+        await orchestrator.unbind(topology.events_exchange, "PaymentProcessed")
         await send_command(channel, topology, command)
         parked = await wait_parked(channel, topology.parking_queue("payments"), command.message_id)
         assert parked.headers[H_REASON] == ParkReason.RETRIES_EXHAUSTED.value
@@ -247,9 +253,32 @@ async def test_unroutable_reply_is_kept_and_sent_on_replay(
             replayed = parse_body(parked.body, parked.content_type, fsettings.max_body_bytes)
             await send_to_queue(channel, topology.work_queue("payments"), replayed)
             (reply,) = await replies.wait(command.message_id)
+        await orchestrator.bind(topology.events_exchange, "PaymentProcessed")
     assert isinstance(reply.envelope.payload, o.PaymentProcessed)
     async with db.connect() as conn:
         charges = await conn.scalar(
             select(func.count()).where(pay.ledger.c.order_id == command.payload.order_id)
         )
     assert charges == 1
+
+
+async def test_a_worker_started_before_any_orchestrator_has_its_replies_queued(
+    fsettings: Settings, channel: AbstractChannel
+) -> None:
+    """Workers declare the orchestrator's queue: replies wait there instead of bouncing."""
+    topology = fsettings.topology
+    command = charge(f"order-{uuid.uuid4().hex[:12]}")
+    async with running(build_app("payments", fsettings, HEALTHY)):
+        await send_command(channel, topology, command)
+        queue = await channel.get_queue(topology.work_queue(ORCHESTRATOR))
+        found = None
+        async with asyncio.timeout(10):
+            while found is None:
+                message = await queue.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                if message.headers.get(H_CAUSATION_ID) == str(command.message_id):
+                    found = message
+    assert found.type == "PaymentProcessed"

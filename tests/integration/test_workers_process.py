@@ -104,7 +104,7 @@ async def test_worker_process_serves_and_stops_on_sigterm(
         output = log_path.read_text(errors="replace")
         # uvicorn re-raises the signal once it has shut down, so SIGTERM is also a clean exit.
         assert process.returncode in (0, -signal.SIGTERM), output
-        assert "shut down gracefully" in output
+        assert '"msg": "stopped gracefully"' in output
         assert "Traceback" not in output
     finally:
         if process.returncode is None:

@@ -11,10 +11,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel
+
 from contracts import order as msg
-from contracts.base import Command, Message, ReplyEvent
+from contracts.base import Command, Event, Message, ReplyEvent
 from orchestrator.engine import (
     CompensationEntry,
     Decision,
@@ -24,6 +27,7 @@ from orchestrator.engine import (
     Outgoing,
     RuntimeState,
     SagaSnapshot,
+    StepContext,
     TimerChange,
     decide,
 )
@@ -224,12 +228,16 @@ class SagaRun:
     commands: list[Outgoing] = field(default_factory=list)
     events: list[Outgoing] = field(default_factory=list)
     timers: dict[str, TimerChange] = field(default_factory=dict)
+    inputs: list[tuple[SagaSnapshot | None, Incoming, datetime]] = field(default_factory=list)
+    """What each decision was made from, to re-decide it."""
     _received: int = 0
 
     # --- feeding ---
 
     def feed(self, incoming: Incoming, now: datetime | None = None) -> Decision:
-        decision = decide(self.machine, self.snapshot, incoming, now or self.now, self.config)
+        at = now or self.now
+        self.inputs.append((self.snapshot, incoming, at))
+        decision = decide(self.machine, self.snapshot, incoming, at, self.config)
         self.decisions.append(decision)
         if decision.changes_saga:
             self.snapshot = snapshot_after(self.snapshot, decision, self.machine, self.saga_id)
@@ -305,3 +313,83 @@ class SagaRun:
 
 def is_timer(trigger: str) -> bool:
     return trigger.startswith(TIMER_PREFIX)
+
+
+# --- a toy workflow for engine tests ---------------------------------------------------------------
+# Its own events and commands; the compensation reuses a real contract command because the
+# engine rebuilds compensation commands through the contract registry.
+
+
+class Toy(StrEnum):
+    WORKING = "working"
+    COMPENSATING = "compensating"
+    DONE = "done"
+    FAILED = "failed"
+    BROKEN = "broken"
+
+
+class ToyData(BaseModel):
+    job_id: str
+
+
+class ToyStarted(Event):
+    job_id: str
+
+
+class ToyPoked(Event):
+    job_id: str
+
+
+class ToyDone(ReplyEvent):
+    job_id: str
+
+
+class ToyRejected(ReplyEvent):
+    job_id: str
+
+
+class ToyWork(Command):
+    job_id: str
+
+
+ToyCtx = StepContext[Toy, ToyData]
+
+
+def _send_work(ctx: ToyCtx, event: ToyStarted) -> None:
+    ctx.send(ToyWork(job_id=event.job_id))
+
+
+def _rejected(ctx: ToyCtx, _: ToyRejected) -> None:
+    ctx.push_compensation(msg.RefundPayment(order_id=ctx.data.job_id))
+    ctx.compensate(then=Toy.FAILED, reason="rejected")
+
+
+def toy(
+    states: type[StrEnum] = Toy,
+    *,
+    ignore_duplicate_start: bool = True,
+) -> Machine[Any, ToyData]:
+    """A small valid workflow: start -> working -> done, or compensate -> failed."""
+    st: Any = states  # Toy, or a variant with the same members and more
+    machine: Machine[Any, ToyData] = Machine(
+        "toy",
+        states=st,
+        data=ToyData,
+        final=[st("done"), st("failed")],
+        compensating=st("compensating"),
+        compensation_failed=st("broken"),
+    )
+    machine.compensation(msg.RefundPayment, confirmed_by=msg.PaymentRefunded)
+    machine.compensates_to(st("failed"))
+    machine.start(
+        ToyStarted,
+        key=lambda e: e.job_id,
+        init=lambda e: ToyData(job_id=e.job_id),
+        to=st("working"),
+        do=_send_work,
+    )
+    machine.on(st("working"), ToyDone, to=st("done"))
+    machine.on(st("working"), ToyRejected, to=st("compensating"), do=_rejected)
+    if ignore_duplicate_start:
+        machine.ignore(st("working"), ToyStarted, why="duplicate")
+    return machine

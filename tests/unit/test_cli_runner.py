@@ -151,6 +151,6 @@ def test_last_log_line_prefers_the_exception_of_the_latest_run(tmp_path: Path) -
         "\n"
         "ERROR:    Application startup failed. Exiting.\n"
     )
-    assert last_log_line(log).startswith("aiormq.exceptions.ChannelPreconditionFailed: PRECON")
+    assert last_log_line(log).startswith("ChannelPreconditionFailed: PRECONDITION_FAILED")
     log.write_text("--- t1 starting\nKeyError: old\n--- t2 starting\n")
     assert last_log_line(log) == ""

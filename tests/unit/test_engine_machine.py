@@ -1,8 +1,4 @@
-"""The workflow DSL: validation of toy definitions, and introspection of the order machine.
-
-Toy machines use their own events and commands; compensations reuse real contract commands
-because the engine rebuilds a compensation command through the contract registry.
-"""
+"""The workflow DSL: validation of toy definitions, and introspection of the order machine."""
 
 from __future__ import annotations
 
@@ -11,22 +7,13 @@ from enum import StrEnum
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from contracts import order as msg
-from contracts.base import Command, Event, ReplyEvent
-from orchestrator.engine import DefinitionError, Machine, StepContext, Timer
+from orchestrator.engine import DefinitionError, Machine, Timer
 from orchestrator.workflows import machine_for
 from orchestrator.workflows.order import OrderState as S
 from orchestrator.workflows.order import machine as order_machine
-
-
-class Toy(StrEnum):
-    WORKING = "working"
-    COMPENSATING = "compensating"
-    DONE = "done"
-    FAILED = "failed"
-    BROKEN = "broken"
+from tests.unit.decider_support import Toy, ToyData, ToyDone, ToyPoked, ToyStarted, ToyWork, toy
 
 
 class ToyWithOrphan(StrEnum):
@@ -40,73 +27,6 @@ class ToyWithOrphan(StrEnum):
 
 class Elsewhere(StrEnum):
     NOWHERE = "nowhere"
-
-
-class ToyData(BaseModel):
-    job_id: str
-
-
-class ToyStarted(Event):
-    job_id: str
-
-
-class ToyPoked(Event):
-    job_id: str
-
-
-class ToyDone(ReplyEvent):
-    job_id: str
-
-
-class ToyRejected(ReplyEvent):
-    job_id: str
-
-
-class ToyWork(Command):
-    job_id: str
-
-
-ToyCtx = StepContext[Toy, ToyData]
-
-
-def _send_work(ctx: ToyCtx, event: ToyStarted) -> None:
-    ctx.send(ToyWork(job_id=event.job_id))
-
-
-def _rejected(ctx: ToyCtx, _: ToyRejected) -> None:
-    ctx.push_compensation(msg.RefundPayment(order_id=ctx.data.job_id))
-    ctx.compensate(then=Toy.FAILED, reason="rejected")
-
-
-def toy(
-    states: type[StrEnum] = Toy,
-    *,
-    ignore_duplicate_start: bool = True,
-) -> Machine[Any, ToyData]:
-    """A small valid workflow: start -> working -> done, or compensate -> failed."""
-    st: Any = states  # Toy, or a variant with the same members and more
-    machine: Machine[Any, ToyData] = Machine(
-        "toy",
-        states=st,
-        data=ToyData,
-        final=[st("done"), st("failed")],
-        compensating=st("compensating"),
-        compensation_failed=st("broken"),
-    )
-    machine.compensation(msg.RefundPayment, confirmed_by=msg.PaymentRefunded)
-    machine.compensates_to(st("failed"))
-    machine.start(
-        ToyStarted,
-        key=lambda e: e.job_id,
-        init=lambda e: ToyData(job_id=e.job_id),
-        to=st("working"),
-        do=_send_work,
-    )
-    machine.on(st("working"), ToyDone, to=st("done"))
-    machine.on(st("working"), ToyRejected, to=st("compensating"), do=_rejected)
-    if ignore_duplicate_start:
-        machine.ignore(st("working"), ToyStarted, why="duplicate")
-    return machine
 
 
 def problems(machine: Machine[Any, ToyData]) -> str:
