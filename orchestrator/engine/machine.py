@@ -112,6 +112,8 @@ class Machine(Generic[S, D]):
     ) -> None:
         """A starting event: creates the saga (business key unique per workflow)."""
         self._remember(on)
+        if on.message_type in self.starts:
+            raise DefinitionError(f"{self.name}: starting event {on.message_type} declared twice")
         transition = Transition(None, on.message_type, _targets(to), do, on)
         self.starts[on.message_type] = Start(transition, init, key)
 
@@ -236,6 +238,10 @@ class Machine(Generic[S, D]):
                 problems.append(f"({source}, {trigger}) targets unknown state {target!r}")
             if source is not None and source in self.final:
                 problems.append(f"final state {source} has a transition on {trigger}")
+        for source, trigger in self.transitions.keys() | self.ignores.keys():
+            if source == self.compensating:
+                # The engine alone drives compensation; a declared pair would never run.
+                problems.append(f"({source}, {trigger}) declared, but {source} is engine-driven")
         for state in self.active_states:
             for trigger in sorted(self.triggers):
                 if trigger in self.compensations.values() and (state.value, trigger) not in (

@@ -99,3 +99,15 @@ def test_amounts_stay_under_the_default_payment_limit() -> None:
 def test_count_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         build_orders(0, "t1")
+
+
+def test_demo_values_trigger_the_workers_rules() -> None:
+    # The demo predicts outcomes from the workers' rules: keep both in step.
+    from consumers.payments.rules import DECLINED_CARD_TOKEN
+    from consumers.shipping.rules import SUPPORTED_COUNTRIES
+
+    assert DECLINED_CARD == DECLINED_CARD_TOKEN
+    assert UNSUPPORTED_COUNTRY not in SUPPORTED_COUNTRIES
+    success = build_orders(1, "t1").orders[0].submitted
+    assert success.ship_to.country in SUPPORTED_COUNTRIES
+    assert success.card_token != DECLINED_CARD_TOKEN

@@ -129,11 +129,6 @@ def test_timer_pair_declared_twice_is_refused() -> None:
         machine.ignore(Toy.WORKING, Timer("nag"), why="x")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Machine.start() silently replaces an earlier start for the same event "
-    "(on()/ignore() refuse a pair declared twice; start() does not)",
-)
 def test_starting_event_declared_twice_is_refused() -> None:
     machine = toy()
     with pytest.raises(DefinitionError, match="declared twice"):
@@ -145,11 +140,6 @@ def test_starting_event_declared_twice_is_refused() -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validate() accepts a transition out of the compensating state, but decide() "
-    "never consults transitions there (compensating only reacts to confirmations and its timer)",
-)
 def test_transition_out_of_compensating_is_reported() -> None:
     machine = toy()
     machine.ignore(Toy.WORKING, ToyPoked, why="not interesting")

@@ -183,8 +183,23 @@ ANY_INPUT = st.sampled_from(
 )
 
 
+@st.composite
+def conversations(draw: st.DrawFn) -> list[Any]:
+    """Any inputs, with the forward replies (a prefix, in order) and maybe a cancel mixed in."""
+    inputs = draw(st.lists(ANY_INPUT, max_size=10))
+    spine: list[Any] = FORWARD_SUCCESS[: draw(st.integers(0, 3))]
+    if draw(st.booleans()):
+        spine.insert(draw(st.integers(0, len(spine))), CANCEL)
+    start = 0
+    for reply in spine:
+        at = draw(st.integers(start, len(inputs)))
+        inputs.insert(at, reply)
+        start = at + 1
+    return inputs
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(ANY_INPUT, max_size=16))
+@given(conversations())
 def test_any_sequence_of_inputs_keeps_the_invariants(inputs: list[Any]) -> None:
     run = Watched()
     run.start()
