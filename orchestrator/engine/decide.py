@@ -24,6 +24,8 @@ from orchestrator.engine.model import (
     Decision,
     EngineConfig,
     Incoming,
+    OperatorRefused,
+    OperatorRequest,
     Outcome,
     Outgoing,
     RuntimeState,
@@ -48,6 +50,8 @@ def decide(
         return _start(machine, incoming, now, config)
     if snapshot.workflow != machine.name:
         raise WrongWorkflow(f"saga belongs to workflow {snapshot.workflow}, not {machine.name}")
+    if incoming.operator is not None:
+        return _operator_step(machine, snapshot, incoming.operator, now, config)
     if snapshot.finished or snapshot.state in machine.final:
         return _unchanged(snapshot, Outcome.FINISHED, f"saga already {snapshot.state}")
     if incoming.is_reply and incoming.causation_id not in snapshot.runtime.outstanding:
@@ -244,6 +248,84 @@ def _compensation_step(
         outgoing=tuple(outgoing),
         timers=tuple(timers.values()),
         finished=target in machine.final,
+        note="; ".join(ctx.effects.notes),
+        business_key=snapshot.business_key,
+        version=snapshot.version + 1,
+    )
+
+
+def _operator_step(
+    machine: Machine[S, D],
+    snapshot: SagaSnapshot,
+    request: OperatorRequest,
+    now: datetime,
+    config: EngineConfig,
+) -> Decision:
+    """Abort, compensate or skip on an operator's word; the engine's rules still hold."""
+    if snapshot.finished or snapshot.state in machine.final:
+        raise OperatorRefused(f"saga is already {snapshot.state}")
+    ctx = StepContext(
+        machine,
+        saga_id=snapshot.saga_id,
+        state=machine.states(snapshot.state),
+        data=machine.data_model.model_validate(snapshot.data),
+        version=snapshot.version + 1,
+        now=now,
+        config=config,
+    )
+    why = f"{request.action} by {request.operator}: {request.reason}"
+    ctx.note(why)
+    # Whatever was in flight is no longer awaited: late replies become stale.
+    runtime = _replace(snapshot.runtime, outstanding=frozenset())
+    outgoing: list[Outgoing] = []
+    timers: dict[str, TimerChange] = {}
+    compensating = snapshot.state == machine.compensating
+    if request.action == "abort":
+        target = machine.aborted
+        runtime = _replace(runtime, reason=why, compensation_target=None)
+    elif request.action == "compensate":
+        if compensating:
+            raise OperatorRefused("saga is already compensating")
+        if not machine.compensation_targets:
+            raise OperatorRefused(f"workflow {machine.name} has no compensation")
+        default = machine.compensation_targets[0].value
+        runtime = _replace(runtime, compensation_target=default, reason=why)
+        target, runtime = _next_compensation(machine, ctx, runtime, outgoing, timers)
+    elif compensating:  # skip the compensation in flight: count it as confirmed
+        if not runtime.compensations:
+            raise OperatorRefused("no compensation to skip")
+        runtime = _replace(runtime, compensations=runtime.compensations[:-1])
+        target, runtime = _next_compensation(machine, ctx, runtime, outgoing, timers)
+    else:
+        allowed = {
+            t
+            for s, trig, t in machine.edges()
+            if s == snapshot.state and not trig.startswith("operator:")
+        }
+        allowed.discard(machine.compensating)
+        allowed.discard(snapshot.state)
+        if request.to_state not in allowed:
+            choices = ", ".join(sorted(allowed)) or "none"
+            raise OperatorRefused(f"skip from {snapshot.state} needs --to one of: {choices}")
+        target = request.to_state
+    ctx.reason = runtime.reason
+    if target != snapshot.state and target in machine.entry_actions:
+        before = len(ctx.effects.outgoing)
+        machine.entry_actions[target](ctx, None)
+        outgoing += ctx.effects.outgoing[before:]
+        timers.update(ctx.effects.timers)
+    finished = target in machine.final
+    if finished:
+        runtime = _replace(runtime, outstanding=frozenset())
+    return Decision(
+        outcome=Outcome.TRANSITIONED,
+        from_state=snapshot.state,
+        to_state=target,
+        data=ctx.data.model_dump(mode="json"),
+        runtime=runtime,
+        outgoing=tuple(outgoing),
+        timers=tuple(timers.values()),
+        finished=finished,
         note="; ".join(ctx.effects.notes),
         business_key=snapshot.business_key,
         version=snapshot.version + 1,

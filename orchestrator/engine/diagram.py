@@ -16,8 +16,10 @@ def mermaid(machine: Machine[Any, Any], highlight: str | None = None) -> str:
     """The diagram as Mermaid text; `highlight` marks one state (where a saga instance is)."""
     labels: dict[tuple[str, str], list[str]] = defaultdict(list)
     for source, trigger, target in machine.edges():
-        if source == target:
-            continue  # self-loops (cancel flag, compensation progress) clutter the picture
+        if source == target or trigger.startswith("operator:"):
+            # Self-loops (cancel flag, compensation progress) and operator actions, which apply
+            # to every unfinished state, would clutter the picture.
+            continue
         labels[(_node(source) if source else "[*]", _node(target))].append(trigger)
     lines = ["stateDiagram-v2"]
     for (source, target), triggers in sorted(labels.items()):

@@ -72,6 +72,9 @@ class Ignore:
 
 
 COMPENSATION_TIMER = Timer("compensation-step")
+OPERATOR_ABORT = "operator:abort"
+OPERATOR_COMPENSATE = "operator:compensate"
+OPERATOR_SKIP = "operator:skip"
 
 
 class Machine(Generic[S, D]):
@@ -84,19 +87,25 @@ class Machine(Generic[S, D]):
         final: Iterable[S],
         compensating: S,
         compensation_failed: S,
+        aborted: S,
     ) -> None:
         self.name = name
         self.states = states
         self.data_model = data
-        self.final = frozenset(s.value for s in final) | {compensation_failed.value}
+        self.final = frozenset(s.value for s in final) | {
+            compensation_failed.value,
+            aborted.value,
+        }
         self.compensating = compensating.value
         self.compensation_failed = compensation_failed.value
+        self.aborted = aborted.value
         self.starts: dict[str, Start] = {}
         self.transitions: dict[tuple[str, str], Transition] = {}
         self.ignores: dict[tuple[str, str], Ignore] = {}
         self.entry_actions: dict[str, Action[S, D]] = {}
         self.compensations: dict[str, str] = {}
-        self.compensation_targets: set[S] = set()
+        self.compensation_targets: list[S] = []
+        """Final states compensation may end in; the first is where an operator's one goes."""
         self.event_classes: dict[str, type[Event]] = {}
 
     # --- building ----------------------------------------------------------------------------
@@ -177,8 +186,8 @@ class Machine(Generic[S, D]):
         self.compensations[command.message_type] = confirmed_by.message_type
 
     def compensates_to(self, *states: S) -> None:
-        """Final states a compensation may end in (e.g. failed, cancelled)."""
-        self.compensation_targets.update(states)
+        """Final states a compensation may end in (e.g. failed, cancelled), default first."""
+        self.compensation_targets.extend(s for s in states if s not in self.compensation_targets)
 
     def compensation_reply(self, command: type[Command]) -> str:
         try:
@@ -221,10 +230,11 @@ class Machine(Generic[S, D]):
             result += [(source, trigger, t) for t in sorted(transition.targets)]
         for reply in sorted(set(self.compensations.values())):
             result.append((self.compensating, reply, self.compensating))
-            result += [
-                (self.compensating, reply, t.value) for t in sorted(self.compensation_targets)
-            ]
+            result += [(self.compensating, reply, t.value) for t in self.compensation_targets]
         result.append((self.compensating, COMPENSATION_TIMER.trigger, self.compensation_failed))
+        # Operator actions apply to every unfinished saga (see decide: operator steps).
+        for state in [*self.active_states, self.states(self.compensating)]:
+            result.append((state.value, OPERATOR_ABORT, self.aborted))
         return result
 
     def validate(self) -> None:

@@ -13,6 +13,22 @@ from contracts.envelope import Envelope
 from sagaline.messaging.errors import ReportableError
 
 TIMER_PREFIX = "timer:"
+OPERATOR_PREFIX = "operator:"
+
+
+class OperatorRefused(ReportableError):
+    """An operator action that does not apply to the saga as it is (finished, wrong state)."""
+
+
+@dataclass(frozen=True)
+class OperatorRequest:
+    """An operator's way out of a stuck saga; recorded in its history with who and why."""
+
+    action: Literal["abort", "compensate", "skip"]
+    operator: str
+    reason: str
+    to_state: str | None = None
+    """For `skip` outside compensation: the state to move to (a declared target)."""
 
 
 class UnknownSaga(ReportableError):
@@ -103,6 +119,7 @@ class Incoming:
     trigger: str
     payload: Message | None
     causation_id: uuid.UUID | None = None
+    operator: OperatorRequest | None = None
 
     @property
     def is_reply(self) -> bool:
@@ -122,6 +139,16 @@ class Incoming:
     def timer(cls, saga_id: uuid.UUID, name: str, message_id: uuid.UUID) -> Incoming:
         return cls(
             message_id=message_id, saga_id=saga_id, trigger=TIMER_PREFIX + name, payload=None
+        )
+
+    @classmethod
+    def from_operator(cls, saga_id: uuid.UUID, request: OperatorRequest) -> Incoming:
+        return cls(
+            message_id=uuid.uuid4(),
+            saga_id=saga_id,
+            trigger=OPERATOR_PREFIX + request.action,
+            payload=None,
+            operator=request,
         )
 
 

@@ -30,6 +30,7 @@ class OrderState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     COMPENSATION_FAILED = "compensation_failed"
+    ABORTED = "aborted"
 
 
 class OrderData(BaseModel):
@@ -55,6 +56,7 @@ machine: Machine[OrderState, OrderData] = Machine(
     final=[S.COMPLETED, S.FAILED, S.CANCELLED],
     compensating=S.COMPENSATING,
     compensation_failed=S.COMPENSATION_FAILED,
+    aborted=S.ABORTED,
 )
 machine.compensation(msg.RefundPayment, confirmed_by=msg.PaymentRefunded)
 machine.compensation(msg.ReleaseInventory, confirmed_by=msg.InventoryReleased)
@@ -194,10 +196,9 @@ def _timed_out(undo_step: UndoCommand) -> Callable[[Ctx, None], None]:
 
 
 def _completed(ctx: Ctx, _: object) -> None:
-    assert ctx.data.tracking_number is not None
-    ctx.publish(
-        msg.OrderCompleted(order_id=ctx.data.order_id, tracking_number=ctx.data.tracking_number)
-    )
+    # An operator may skip the shipment step: then there is no tracking number to report.
+    tracking = ctx.data.tracking_number or "none"
+    ctx.publish(msg.OrderCompleted(order_id=ctx.data.order_id, tracking_number=tracking))
 
 
 def _ended_without_completing(outcome: OrderState) -> Callable[[Ctx, object], None]:
@@ -245,4 +246,5 @@ machine.on_enter(S.COMPLETED, _completed)
 machine.on_enter(S.FAILED, _ended_without_completing(S.FAILED))
 machine.on_enter(S.CANCELLED, _ended_without_completing(S.CANCELLED))
 machine.on_enter(S.COMPENSATION_FAILED, _ended_without_completing(S.COMPENSATION_FAILED))
+machine.on_enter(S.ABORTED, _ended_without_completing(S.ABORTED))
 machine.validate()

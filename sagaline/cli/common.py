@@ -21,6 +21,9 @@ _UNPREFIXED = {"amqp_url": "AMQP_URL", "database_url": "DATABASE_URL"}
 
 
 def env_name(field: str) -> str:
+    """The environment variable of a settings field (an error may already name the alias)."""
+    if field.isupper():
+        return field
     return _UNPREFIXED.get(field, f"SAGALINE_{field.upper()}")
 
 

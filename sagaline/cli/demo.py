@@ -80,13 +80,15 @@ class Progress:
     timeout: float
     started: float = field(default_factory=time.monotonic)
     states: dict[uuid.UUID, str] = field(default_factory=dict)
+    finished: set[uuid.UUID] = field(default_factory=set)
+    """Sagas whose row says finished: final even in a state this CLI does not know yet."""
     finished_in: float | None = None
 
     def state(self, item: DemoOrder) -> str | None:
         return self.states.get(item.saga_id)
 
     def is_final(self, item: DemoOrder) -> bool:
-        return self.state(item) in FINAL_STATES
+        return item.saga_id in self.finished or self.state(item) in FINAL_STATES
 
     @property
     def done(self) -> bool:
@@ -207,7 +209,9 @@ async def _watch(engine: AsyncEngine, progress: Progress, refresh: Callable[[], 
     from orchestrator.store.tables import instances
 
     ids = [item.saga_id for item in progress.plan.orders]
-    query = select(instances.c.id, instances.c.state).where(instances.c.id.in_(ids))
+    query = select(instances.c.id, instances.c.state, instances.c.finished_at).where(
+        instances.c.id.in_(ids)
+    )
     while True:
         try:
             async with engine.connect() as conn:
@@ -215,6 +219,7 @@ async def _watch(engine: AsyncEngine, progress: Progress, refresh: Callable[[], 
         except Exception as exc:
             raise CliError(f"reading saga states failed: {one_line(exc)}") from None
         progress.states = {row.id: row.state for row in rows}
+        progress.finished = {row.id for row in rows if row.finished_at is not None}
         refresh()
         if progress.done:
             progress.finished_in = progress.elapsed

@@ -46,7 +46,8 @@ MIX: tuple[Scenario, ...] = (
     Scenario.CANCELLED,
 )
 
-FINAL_STATES = frozenset({"completed", "failed", "cancelled", "compensation_failed"})
+FINAL_STATES = frozenset({"completed", "failed", "cancelled", "compensation_failed", "aborted"})
+"""The order workflow's final states; a saga row's finished_at also marks one as final."""
 
 
 @dataclass(frozen=True)

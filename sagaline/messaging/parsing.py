@@ -14,14 +14,27 @@ from contracts.registry import message_class
 from contracts.topology import ParkReason
 from sagaline.messaging.errors import PermanentMessageError
 
-JSON_CONTENT_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
+
+def is_json_content_type(content_type: str) -> bool:
+    """`application/json`, optionally with a UTF-8 charset, in any spelling RFC 9110 allows."""
+    media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    if media_type != "application/json":
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return True
 
 
 def validation_summary(error: ValidationError, limit: int = 5) -> str:
     """Locations and error kinds only: pydantic's str(error) would quote the input values."""
     parts = []
     for item in error.errors(include_input=False, include_url=False, include_context=False)[:limit]:
-        loc = ".".join(str(p) for p in item["loc"]) or "<body>"
+        path = list(item["loc"])
+        if item["type"] == "extra_forbidden" and path:
+            path[-1] = "<unknown field>"  # the key itself is sender input, not our schema
+        loc = ".".join(str(p) for p in path) or "<body>"
         parts.append(f"{loc}: {item['type']}")
     more = error.error_count() - limit
     if more > 0:
@@ -39,7 +52,7 @@ def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> En
         raise PermanentMessageError(
             ParkReason.OVERSIZED, f"body of {len(body)} bytes exceeds the limit of {max_body_bytes}"
         )
-    if content_type is not None and content_type.lower() not in JSON_CONTENT_TYPES:
+    if content_type is not None and not is_json_content_type(content_type):
         raise PermanentMessageError(
             ParkReason.WRONG_CONTENT_TYPE, f"content type {content_type[:60]!r} is not JSON"
         )

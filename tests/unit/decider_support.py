@@ -24,6 +24,7 @@ from orchestrator.engine import (
     EngineConfig,
     Incoming,
     Machine,
+    OperatorRequest,
     Outgoing,
     RuntimeState,
     SagaSnapshot,
@@ -31,7 +32,7 @@ from orchestrator.engine import (
     TimerChange,
     decide,
 )
-from orchestrator.engine.model import TIMER_PREFIX
+from orchestrator.engine.model import OPERATOR_PREFIX, TIMER_PREFIX
 from orchestrator.workflows.order import OrderData, OrderState
 from orchestrator.workflows.order import machine as order_machine
 
@@ -103,8 +104,12 @@ REPLY_TO: dict[type[ReplyEvent], type[Command]] = {
 # --- hand-built snapshots ------------------------------------------------------------------------
 
 
-def compensation_entry(command_type: str, machine: Machine[Any, Any] = order_machine) -> CompensationEntry:
-    return CompensationEntry(command_type, {"order_id": ORDER_ID}, machine.compensations[command_type])
+def compensation_entry(
+    command_type: str, machine: Machine[Any, Any] = order_machine
+) -> CompensationEntry:
+    return CompensationEntry(
+        command_type, {"order_id": ORDER_ID}, machine.compensations[command_type]
+    )
 
 
 def order_snapshot(
@@ -166,6 +171,16 @@ def incoming_message(
 
 def incoming_timer(name: str, *, saga_id: uuid.UUID = SAGA_ID) -> Incoming:
     return Incoming.timer(saga_id, name, uuid.uuid5(saga_id, f"timer:{name}"))
+
+
+def incoming_operator(request: OperatorRequest, *, saga_id: uuid.UUID = SAGA_ID) -> Incoming:
+    return Incoming(
+        message_id=uuid.uuid5(saga_id, f"operator:{request}"),
+        saga_id=saga_id,
+        trigger=OPERATOR_PREFIX + request.action,
+        payload=None,
+        operator=request,
+    )
 
 
 # --- reading decisions ---------------------------------------------------------------------------
@@ -248,6 +263,8 @@ class SagaRun:
                     self.timers.pop(change.name, None)
                 else:
                     self.timers[change.name] = change
+            if decision.finished:
+                self.timers.clear()  # as the store does: a finished saga keeps no timer
         return decision
 
     def deliver(self, message: Message, causation_id: uuid.UUID | None = None) -> Decision:
@@ -279,6 +296,9 @@ class SagaRun:
         top = self.snapshot.runtime.compensations[-1]
         reply = next(r for r in REPLY_TO if r.message_type == top.confirmed_by)
         return self.reply(reply)
+
+    def operate(self, request: OperatorRequest) -> Decision:
+        return self.feed(incoming_operator(request, saga_id=self.saga_id))
 
     def fire(self, name: str) -> Decision:
         """A live timer comes due: it fires once, at its due time."""
@@ -315,7 +335,7 @@ def is_timer(trigger: str) -> bool:
     return trigger.startswith(TIMER_PREFIX)
 
 
-# --- a toy workflow for engine tests ---------------------------------------------------------------
+# --- a toy workflow for engine tests -------------------------------------------------------------
 # Its own events and commands; the compensation reuses a real contract command because the
 # engine rebuilds compensation commands through the contract registry.
 
@@ -326,6 +346,7 @@ class Toy(StrEnum):
     DONE = "done"
     FAILED = "failed"
     BROKEN = "broken"
+    ABORTED = "aborted"
 
 
 class ToyData(BaseModel):
@@ -378,6 +399,7 @@ def toy(
         final=[st("done"), st("failed")],
         compensating=st("compensating"),
         compensation_failed=st("broken"),
+        aborted=st("aborted"),
     )
     machine.compensation(msg.RefundPayment, confirmed_by=msg.PaymentRefunded)
     machine.compensates_to(st("failed"))

@@ -106,13 +106,34 @@ def test_unreachable_database(runner: CliRunner, monkeypatch: pytest.MonkeyPatch
     assert "***" in result.stderr
 
 
-@pytest.mark.parametrize("args", [["demo", "order"], ["up", "--base-port", "18180"]])
+def free_ports(count: int) -> int:
+    """A base port with `count` consecutive free ports (`up` checks its ports first)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", 0))
+            base = int(probe.getsockname()[1])
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range")
+
+
+@pytest.mark.parametrize("args", [["demo", "order"], ["up", "--base-port", "{base}"]])
 def test_unreachable_broker(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, args: list[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv("AMQP_URL", DEAD_AMQP)
     monkeypatch.chdir(tmp_path)  # `up` creates its log directory before the checks
-    result = runner.invoke(app, args)
+    base = str(free_ports(8))
+    result = runner.invoke(app, [arg.replace("{base}", base) for arg in args])
     assert_one_line_error(result, code=3, contains="cannot reach RabbitMQ")
     assert "s3cret" not in result.stderr
 

@@ -111,3 +111,30 @@ def test_demo_values_trigger_the_workers_rules() -> None:
     success = build_orders(1, "t1").orders[0].submitted
     assert success.ship_to.country in SUPPORTED_COUNTRIES
     assert success.card_token != DECLINED_CARD_TOKEN
+
+
+def test_final_states_match_the_order_workflow() -> None:
+    from orchestrator.workflows.order import machine
+
+    assert set(machine.final) == FINAL_STATES
+
+
+def test_progress_summary() -> None:
+    from sagaline.cli.demo import Progress
+
+    plan = build_orders(5, "t1")
+    progress = Progress(plan, timeout=10.0)
+    first, second, *_ = plan.orders
+    progress.states = {first.saga_id: "completed", second.saga_id: "completed"}
+    progress.finished = {first.saga_id, second.saga_id}
+    summary = progress.summary()
+    assert not summary["ok"]
+    assert summary["as_expected"] == 1  # the declined payment completed: not as expected
+    assert summary["pending"] == 3
+    assert not progress.done
+    assert {entry["state"] for entry in summary["orders"][2:]} == {None}
+
+    progress.states = {o.saga_id: o.expected_state for o in plan.orders}
+    progress.finished = set()  # states alone are enough to be final
+    assert progress.done
+    assert progress.summary()["ok"]

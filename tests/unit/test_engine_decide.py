@@ -35,7 +35,6 @@ from tests.unit.decider_support import (
     STEP_TIMEOUT,
     SagaRun,
     Toy,
-    ToyData,
     ToyDone,
     ToyPoked,
     ToyRejected,
@@ -157,7 +156,9 @@ def test_timers_use_now_and_the_configured_step_timeout() -> None:
 
 def test_non_starting_event_without_saga_is_an_unknown_saga() -> None:
     with pytest.raises(UnknownSaga):
-        decide(order_machine, None, incoming_message(order_message(msg.PaymentProcessed)), NOW, CONFIG)
+        decide(
+            order_machine, None, incoming_message(order_message(msg.PaymentProcessed)), NOW, CONFIG
+        )
 
 
 def test_timer_without_saga_is_an_unknown_saga() -> None:

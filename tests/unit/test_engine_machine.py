@@ -22,6 +22,7 @@ class ToyWithOrphan(StrEnum):
     DONE = "done"
     FAILED = "failed"
     BROKEN = "broken"
+    ABORTED = "aborted"
     ORPHAN = "orphan"
 
 
@@ -90,6 +91,7 @@ def test_missing_start_and_compensation_target_are_reported() -> None:
         final=[Toy.DONE],
         compensating=Toy.COMPENSATING,
         compensation_failed=Toy.BROKEN,
+        aborted=Toy.ABORTED,
     )
     machine.compensation(msg.RefundPayment, confirmed_by=msg.PaymentRefunded)
     report = problems(machine)
@@ -162,7 +164,13 @@ def test_order_active_states() -> None:
         S.AWAITING_INVENTORY,
         S.AWAITING_SHIPMENT,
     ]
-    assert order_machine.final == {"completed", "failed", "cancelled", "compensation_failed"}
+    assert order_machine.final == {
+        "completed",
+        "failed",
+        "cancelled",
+        "compensation_failed",
+        "aborted",
+    }
     assert order_machine.compensating == "compensating"
 
 

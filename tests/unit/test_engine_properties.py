@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts import order as msg
-from contracts.base import ReplyEvent
 from orchestrator.engine import Decision, Outcome
 from orchestrator.workflows.order import OrderState as S
 from orchestrator.workflows.order import machine
