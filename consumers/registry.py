@@ -11,7 +11,11 @@ from consumers.settings import WorkerSettings
 from consumers.shipping.app import SPEC as SHIPPING
 from sagaline.settings import Settings
 
-WORKERS: dict[str, WorkerSpec] = {spec.name: spec for spec in (PAYMENTS, INVENTORY, SHIPPING)}
+_SPECS: list[WorkerSpec] = [PAYMENTS, INVENTORY, SHIPPING]
+# enrollment-workers-here
+# documents-workers-here
+
+WORKERS: dict[str, WorkerSpec] = {spec.name: spec for spec in _SPECS}
 
 
 def build_app(

@@ -22,7 +22,11 @@ def _collect(*modules: object) -> dict[str, type[Message]]:
     return found
 
 
-MESSAGE_TYPES: dict[str, type[Message]] = _collect(order)
+_MODULES: list[object] = [order]
+# enrollment-contracts-here
+# documents-contracts-here
+
+MESSAGE_TYPES: dict[str, type[Message]] = _collect(*_MODULES)
 
 
 def message_class(type_name: str) -> type[Message] | None:

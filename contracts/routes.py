@@ -10,6 +10,8 @@ WORKER_COMMANDS: dict[str, tuple[type[Command], ...]] = {
     "inventory": (order.ReserveInventory, order.ReleaseInventory),
     "shipping": (order.CreateShipment, order.CancelShipment),
 }
+# enrollment-routes-here
+# documents-routes-here
 
 
 def worker_for(command: type[Command]) -> str:

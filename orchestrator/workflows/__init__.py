@@ -7,7 +7,11 @@ from typing import Any
 from orchestrator.engine import Machine
 from orchestrator.workflows import order
 
-WORKFLOWS: dict[str, Machine[Any, Any]] = {m.name: m for m in (order.machine,)}
+_MACHINES: list[Machine[Any, Any]] = [order.machine]
+# enrollment-workflow-here
+# documents-workflow-here
+
+WORKFLOWS: dict[str, Machine[Any, Any]] = {m.name: m for m in _MACHINES}
 
 
 def _index() -> dict[str, Machine[Any, Any]]:

@@ -114,14 +114,12 @@ class System:
 
 @pytest.fixture
 def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
-    """The orchestrator and the order workers as separate processes; stopped even on failure."""
+    """The orchestrator and every worker as separate processes; stopped even on failure."""
+    from consumers import WORKERS
+
     value = System(settings)
-    for name, args in [
-        ("orchestrator", ["-m", "orchestrator"]),
-        ("payments", ["-m", "consumers", "payments"]),
-        ("inventory", ["-m", "consumers", "inventory"]),
-        ("shipping", ["-m", "consumers", "shipping"]),
-    ]:
+    workers = [(name, ["-m", "consumers", name]) for name in WORKERS]
+    for name, args in [("orchestrator", ["-m", "orchestrator"]), *workers]:
         value.processes.append(Process(name, args, _free_port(), tmp_path / f"{name}.log"))
     try:
         for process in value.processes:

@@ -13,7 +13,7 @@ import pytest
 
 from contracts import order as msg
 from contracts.base import ReplyEvent
-from orchestrator.engine import Decision, OperatorRefused, OperatorRequest, Outcome
+from orchestrator.engine import Decision, Outcome
 from orchestrator.workflows.order import OrderState as S
 from tests.unit.decider_support import (
     CARD_TOKEN,
@@ -346,50 +346,3 @@ def test_longest_failure_reason_still_fits_the_published_event() -> None:
     assert isinstance(failed, msg.OrderFailed)
     assert len(failed.reason) == 200
     assert failed.reason.startswith("payment failed: ")
-
-
-# --- operator actions ----------------------------------------------------------------------------
-
-ABORT = OperatorRequest("abort", operator="ops@example", reason="stuck")
-
-
-@pytest.mark.parametrize("step", [0, 1, 2], ids=["paying", "reserving", "shipping"])
-def test_operator_abort_ends_the_saga_without_undoing(step: int) -> None:
-    run = run_to(step)
-    aborted = run.operate(ABORT)
-
-    assert (aborted.to_state, aborted.finished) == (S.ABORTED, True)
-    assert run.command_types() == FORWARD[: step + 1]
-    (failed,) = (o.message for o in run.events)
-    assert isinstance(failed, msg.OrderFailed)
-    assert failed.outcome == "aborted"
-    assert "ops@example" in failed.reason
-    assert run.reply(SUCCESS[step]).outcome == Outcome.FINISHED
-
-
-def test_operator_abort_of_a_finished_saga_is_refused() -> None:
-    run = run_to(0)
-    run.reply(msg.PaymentFailed)
-    with pytest.raises(OperatorRefused):
-        run.operate(ABORT)
-
-
-def test_operator_compensation_undoes_what_was_done() -> None:
-    run = run_to(2)
-    run.operate(OperatorRequest("compensate", operator="ops@example", reason="customer called"))
-    assert run.state == S.COMPENSATING
-    assert run.reply(msg.OrderShipped).outcome == Outcome.STALE  # no longer awaited
-
-    confirm_all(run)
-
-    assert run.state == S.FAILED
-    assert run.command_types() == [*FORWARD, "ReleaseInventory", "RefundPayment"]
-    assert run.event_summaries() == ["OrderFailed(failed)"]
-
-
-def test_operator_skip_counts_the_compensation_in_flight_as_confirmed() -> None:
-    run = run_to(2)
-    run.reply(msg.ShipmentFailed)  # -> ReleaseInventory
-    skipped = run.operate(OperatorRequest("skip", operator="ops@example", reason="done by hand"))
-    assert [o.message.message_type for o in skipped.outgoing] == ["RefundPayment"]
-    assert run.confirm_compensation().to_state == S.FAILED
