@@ -27,8 +27,9 @@ COPY consumers ./consumers
 COPY contracts ./contracts
 COPY migrations ./migrations
 # A regular (not editable) install: the final image needs no source tree.
+# The import check runs from / so that it sees the installed packages, not /src.
 RUN pip install --no-deps . \
- && python -c "import sagaline.cli, orchestrator, consumers, contracts, migrations"
+ && cd / && python -c "import sagaline.cli, orchestrator, consumers, contracts, migrations"
 
 # --- final: slim runtime, non-root -----------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -7,13 +7,16 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.asgi import AsgiFastStream
+from opentelemetry import trace
 
 from contracts.envelope import Envelope
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR, ParkReason, Topology
 from orchestrator.engine import EngineConfig, Incoming, UnknownSaga, WrongWorkflow
+from orchestrator.metrics import DatabaseSampler, SagaMetrics, observe_step
+from orchestrator.parking_metrics import ParkingSampler
 from orchestrator.relay import OutboxRelay
-from orchestrator.store.step import Clock, SagaStore, UnexpectedMessage, utcnow
+from orchestrator.store.step import Clock, SagaStore, StepResult, UnexpectedMessage, utcnow
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from sagaline.messaging.declare import declare_consumer
@@ -22,6 +25,7 @@ from sagaline.service import Background, Resources, build_service
 from sagaline.settings import Settings
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+_tracer = trace.get_tracer("sagaline.orchestrator")
 
 
 def event_bindings(topology: Topology) -> list[tuple[str, str]]:
@@ -35,16 +39,53 @@ def event_bindings(topology: Topology) -> list[tuple[str, str]]:
 
 
 class OrchestratorProcess:
-    """The per-delivery step: map engine refusals onto parking reasons."""
+    """The per-delivery step: map engine refusals onto parking reasons; metrics and a span."""
 
-    def __init__(self, store: SagaStore) -> None:
+    def __init__(self, store: SagaStore, metrics: SagaMetrics) -> None:
         self.store = store
+        self.metrics = metrics
 
     async def __call__(self, envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
         headers = delivery.headers or {}
-        trace = {k: str(headers[k]) for k in TRACE_HEADERS if k in headers}
+        trace_headers = {k: str(headers[k]) for k in TRACE_HEADERS if k in headers}
+        with _tracer.start_as_current_span(
+            "saga transition", attributes={"saga.id": str(envelope.correlation_id)}
+        ) as span:
+            result = await self._step(envelope, trace_headers)
+            decision = result.decision
+            if decision is None:
+                span.set_attribute("saga.duplicate", True)
+                return
+            span.set_attributes(
+                {
+                    "saga.workflow": result.workflow or "",
+                    "saga.outcome": decision.outcome.value,
+                    "saga.from_state": decision.from_state or "",
+                    "saga.to_state": decision.to_state,
+                    "messaging.message.type": envelope.type,
+                }
+            )
+        self.observe(result)
+
+    def observe(self, result: StepResult) -> None:
+        if result.decision is None or result.workflow is None or result.at is None:
+            return
+        machine = WORKFLOWS[result.workflow]
+        observe_step(
+            self.metrics,
+            result.workflow,
+            result.decision,
+            result.previous_update,
+            result.at,
+            machine.compensating,
+            machine.compensation_failed,
+        )
+
+    async def _step(self, envelope: Envelope[Any], trace_headers: dict[str, str]) -> StepResult:
         try:
-            await self.store.handle(Incoming.from_envelope(envelope), trace_headers=trace)
+            return await self.store.handle(
+                Incoming.from_envelope(envelope), trace_headers=trace_headers
+            )
         except UnexpectedMessage as exc:
             raise PermanentMessageError(ParkReason.UNEXPECTED_TYPE, str(exc)) from None
         except UnknownSaga as exc:
@@ -60,6 +101,8 @@ class Orchestrator:
         self.settings = settings
         self.clock = clock
         self.store: SagaStore | None = None
+        self.metrics: SagaMetrics | None = None
+        self.process: OrchestratorProcess | None = None
         self.relay: OutboxRelay | None = None
         self.timers: TimerLoop | None = None
 
@@ -82,16 +125,20 @@ class Orchestrator:
             await declare_consumer(resources.channel, topology, worker, bindings)
 
     def _make_process(self, resources: Resources) -> OrchestratorProcess:
+        self.metrics = SagaMetrics(resources.registry)
         self.store = SagaStore(
             resources.engine,
             resources.topology,
             EngineConfig(step_timeout=self.settings.step_timeout),
             clock=self.clock,
+            on_conflict=self.metrics.conflicts.inc,
         )
-        return OrchestratorProcess(self.store)
+        self.process = OrchestratorProcess(self.store, self.metrics)
+        return self.process
 
     def _make_background(self, resources: Resources) -> Sequence[Background]:
         assert self.store is not None
+        assert self.metrics is not None
         self.relay = OutboxRelay(
             resources.engine,
             resources.channel,
@@ -99,13 +146,21 @@ class Orchestrator:
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
             clock=self.clock,
+            on_published=self.metrics.outbox_published.inc,
         )
         self.timers = TimerLoop(
             self.store,
             poll_seconds=self.settings.timer_poll_seconds,
             batch_size=self.settings.timer_batch_size,
+            on_fired=self.metrics.timer_lag.observe,
         )
-        return (self.relay, self.timers)
+        sampler = DatabaseSampler(
+            resources.engine, self.metrics, interval=self.settings.metrics_interval_seconds
+        )
+        parking = ParkingSampler(
+            resources, self.metrics, interval=self.settings.parking_scan_seconds
+        )
+        return (self.relay, self.timers, sampler, parking)
 
 
 def build_app(settings: Settings, clock: Clock = utcnow) -> AsgiFastStream:

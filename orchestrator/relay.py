@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -39,7 +39,9 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         clock: Clock = utcnow,
+        on_published: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_published = on_published
         self.engine = engine
         self.channel = channel
         self.commands_exchange = commands_exchange
@@ -120,6 +122,8 @@ class OutboxRelay:
                     .values(published_at=self.clock())
                 )
         self.published += len(confirmed)
+        if self.on_published is not None:
+            self.on_published(len(confirmed))
         return len(confirmed)
 
     async def _publish(self, rows: Sequence[Any]) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import select
 
@@ -23,9 +24,16 @@ log = logging.getLogger("sagaline.timers")
 
 class TimerLoop:
     def __init__(
-        self, store: SagaStore, *, poll_seconds: float = 1.0, batch_size: int = 200
+        self,
+        store: SagaStore,
+        *,
+        poll_seconds: float = 1.0,
+        batch_size: int = 200,
+        on_fired: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_fired = on_fired
+        """Called with each fired timer's lag in seconds (metrics)."""
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.fired = 0
@@ -70,7 +78,7 @@ class TimerLoop:
         async with self.store.engine.connect() as conn:
             due = (
                 await conn.execute(
-                    select(timers.c.saga_id, timers.c.name, timers.c.message_id)
+                    select(timers.c.saga_id, timers.c.name, timers.c.message_id, timers.c.due_at)
                     .where(timers.c.due_at <= now)
                     .order_by(timers.c.due_at, timers.c.saga_id)
                     .limit(self.batch_size)
@@ -89,5 +97,7 @@ class TimerLoop:
                 continue
             if not result.duplicate:
                 fired += 1
+                if self.on_fired is not None:
+                    self.on_fired((now - row.due_at).total_seconds())
         self.fired += fired
         return fired

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     timer_poll_seconds: float = Field(default=1.0, gt=0)
     timer_batch_size: int = Field(default=200, ge=1, le=10_000)
+    metrics_interval_seconds: float = Field(default=5.0, gt=0)
+    """How often database-wide gauges (active sagas, outbox backlog) are refreshed."""
+    parking_scan_seconds: float = Field(default=30.0, gt=0)
+    """How often the orchestrator counts parked messages by queue and reason."""
     graceful_timeout_seconds: float = Field(default=15.0, gt=0)
     """How long a stopping process waits for in-flight messages (compose's stop grace is above)."""
     http_host: str = "0.0.0.0"

@@ -286,6 +286,13 @@ def _operator_step(
     elif request.action == "compensate":
         if compensating:
             raise OperatorRefused("saga is already compensating")
+        if snapshot.runtime.outstanding:
+            # The step in flight may still take effect, and its undo is not on the stack until
+            # its reply confirms it: compensating now could leave it done and never undone.
+            raise OperatorRefused(
+                "a command is still in flight: wait for its reply or its step timeout "
+                "(or `retry` it), or `abort` the saga"
+            )
         if not machine.compensation_targets:
             raise OperatorRefused(f"workflow {machine.name} has no compensation")
         default = machine.compensation_targets[0].value
@@ -297,13 +304,12 @@ def _operator_step(
         runtime = _replace(runtime, compensations=runtime.compensations[:-1])
         target, runtime = _next_compensation(machine, ctx, runtime, outgoing, timers)
     else:
+        # Only into a final state: a waiting state would await a command nobody sent.
         allowed = {
             t
             for s, trig, t in machine.edges()
-            if s == snapshot.state and not trig.startswith("operator:")
+            if s == snapshot.state and not trig.startswith("operator:") and t in machine.final
         }
-        allowed.discard(machine.compensating)
-        allowed.discard(snapshot.state)
         if request.to_state not in allowed:
             choices = ", ".join(sorted(allowed)) or "none"
             raise OperatorRefused(f"skip from {snapshot.state} needs --to one of: {choices}")

@@ -235,6 +235,22 @@ class Machine(Generic[S, D]):
         # Operator actions apply to every unfinished saga (see decide: operator steps).
         for state in [*self.active_states, self.states(self.compensating)]:
             result.append((state.value, OPERATOR_ABORT, self.aborted))
+        if self.compensation_targets:
+            for state in self.active_states:
+                for target in (self.compensating, self.compensation_targets[0].value):
+                    result.append((state.value, OPERATOR_COMPENSATE, target))
+            result.append((self.compensating, OPERATOR_SKIP, self.compensating))
+            result += [
+                (self.compensating, OPERATOR_SKIP, t.value) for t in self.compensation_targets
+            ]
+        forward_finals = {
+            (source, target)
+            for source, trigger, target in result
+            if source in {s.value for s in self.active_states}
+            and target in self.final
+            and not trigger.startswith("operator:")
+        }
+        result += [(s, OPERATOR_SKIP, t) for s, t in sorted(forward_finals)]
         return result
 
     def validate(self) -> None:

@@ -108,6 +108,8 @@ class SagaSnapshot:
     runtime: RuntimeState
     version: int
     finished: bool
+    updated_at: datetime | None = None
+    """When the saga last changed state (for time-in-state metrics and stuck detection)."""
 
 
 @dataclass(frozen=True)

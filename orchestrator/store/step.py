@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import propagate
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -64,6 +65,10 @@ class StepResult:
     """None when the message id was already processed (a duplicate delivery)."""
     saga_id: uuid.UUID
     conflicts: int = 0
+    workflow: str | None = None
+    previous_update: datetime | None = None
+    """When the saga had last changed before this step (None for a new saga)."""
+    at: datetime | None = None
 
     @property
     def duplicate(self) -> bool:
@@ -176,7 +181,14 @@ class SagaStore:
         if decision.changes_saga:
             await self._write_outbox(conn, saga_id, incoming, decision, trace_headers, now)
             await self._write_timers(conn, saga_id, decision, now)
-        return StepResult(decision, saga_id, conflicts)
+        return StepResult(
+            decision,
+            saga_id,
+            conflicts,
+            workflow=machine.name,
+            previous_update=snapshot.updated_at if snapshot else None,
+            at=now,
+        )
 
     def _machine(self, incoming: Incoming, snapshot: SagaSnapshot | None) -> Machine[Any, Any]:
         if incoming.payload is None:  # a timer: it belongs to the saga's own workflow
@@ -280,6 +292,10 @@ class SagaStore:
     ) -> None:
         if not decision.outgoing:
             return
+        # The current span (this transition, child of the consume span) becomes the parent of
+        # every command's publish: command, worker and reply stay in the event's trace.
+        headers = dict(trace_headers)
+        propagate.inject(headers)
         rows = []
         for item in decision.outgoing:
             envelope = new_envelope(
@@ -302,7 +318,7 @@ class SagaStore:
                     "routing_key": item.message.message_type,
                     "message_type": item.message.message_type,
                     "body": envelope.to_json(),
-                    "headers": trace_headers,
+                    "headers": headers,
                     "created_at": now,
                 }
             )
@@ -353,6 +369,7 @@ async def load_snapshot(conn: AsyncConnection, saga_id: uuid.UUID) -> SagaSnapsh
         runtime=RuntimeState.from_json(row.runtime),
         version=row.version,
         finished=row.finished_at is not None,
+        updated_at=row.updated_at,
     )
 
 

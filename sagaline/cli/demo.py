@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
@@ -255,6 +254,9 @@ def _render(progress: Progress) -> Table:
     return table
 
 
+_LISTED = 25
+
+
 def _print_outcome(progress: Progress) -> None:
     console = stdout()
     wrong = [item for item in progress.plan.orders if progress.state(item) != item.expected_state]
@@ -264,19 +266,16 @@ def _print_outcome(progress: Progress) -> None:
             f"in {progress.finished_in or progress.elapsed:.1f}s"
         )
         return
-    table = Table(title="orders not in their expected state")
-    for column in ("order", "saga id", "scenario", "expected", "state"):
-        table.add_column(column)
-    for item in wrong[:25]:
-        table.add_row(
-            item.order_id,
-            str(item.saga_id),
-            item.scenario.value,
-            item.expected_state,
-            progress.state(item) or "(no saga yet)",
+    # One line per order rather than a table: ids stay whole, ready to copy into other tools.
+    for item in wrong[:_LISTED]:
+        state = progress.state(item) or "no saga yet"
+        console.print(
+            f"  {item.order_id} ({item.scenario.value}): expected {item.expected_state}, "
+            f"got [red]{state}[/] — saga {item.saga_id}",
+            soft_wrap=True,
         )
-    more = f"… and {len(wrong) - 25} more" if len(wrong) > 25 else ""
-    console.print(Group(table, more) if more else table)
+    if len(wrong) > _LISTED:
+        console.print(f"  … and {len(wrong) - _LISTED} more (--json lists them all)")
     console.print(
         f"[red]✗[/] {len(wrong)} of {len(progress.plan.orders)} orders did not reach "
         "their expected state"

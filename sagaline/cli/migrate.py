@@ -33,7 +33,10 @@ def migrate(
     before = result["previous_revision"] or "empty"
     after = result["revision"]
     change = "already at head" if before == after else f"upgraded from {before}"
-    stdout().print(f"[green]✓[/] {result['database']} at revision [bold]{after}[/] ({change})")
+    stdout().print(
+        f"[green]✓[/] {result['database']} at revision [bold]{after}[/] ({change})",
+        soft_wrap=True,
+    )
 
 
 async def run_migrations(settings: Settings) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from orchestrator.engine import (
     TimerChange,
     decide,
 )
-from orchestrator.engine.model import OPERATOR_PREFIX, TIMER_PREFIX
 from orchestrator.workflows.order import OrderData, OrderState
 from orchestrator.workflows.order import machine as order_machine
 
@@ -174,13 +173,7 @@ def incoming_timer(name: str, *, saga_id: uuid.UUID = SAGA_ID) -> Incoming:
 
 
 def incoming_operator(request: OperatorRequest, *, saga_id: uuid.UUID = SAGA_ID) -> Incoming:
-    return Incoming(
-        message_id=uuid.uuid5(saga_id, f"operator:{request}"),
-        saga_id=saga_id,
-        trigger=OPERATOR_PREFIX + request.action,
-        payload=None,
-        operator=request,
-    )
+    return Incoming.from_operator(saga_id, request)
 
 
 # --- reading decisions ---------------------------------------------------------------------------
@@ -329,10 +322,6 @@ class SagaRun:
     def outstanding_types(self) -> list[str]:
         by_id = {o.message_id: o.message.message_type for o in self.commands}
         return sorted(by_id[m] for m in self.runtime.outstanding)
-
-
-def is_timer(trigger: str) -> bool:
-    return trigger.startswith(TIMER_PREFIX)
 
 
 # --- a toy workflow for engine tests -------------------------------------------------------------

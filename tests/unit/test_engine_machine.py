@@ -61,7 +61,7 @@ def test_trigger_handled_in_one_state_must_be_decided_in_every_active_state() ->
 
 def test_unknown_target_state_is_reported() -> None:
     machine = toy()
-    machine.on(Toy.WORKING, ToyPoked, to=Elsewhere.NOWHERE)  # type: ignore[arg-type]
+    machine.on(Toy.WORKING, ToyPoked, to=Elsewhere.NOWHERE)
     assert "(working, ToyPoked) targets unknown state 'nowhere'" in problems(machine)
 
 

@@ -53,8 +53,8 @@ def test_abort_ends_any_unfinished_saga_without_compensating(
     }
 
 
-def test_compensate_runs_the_stack_newest_first_and_forgets_the_step_in_flight() -> None:
-    before = order_snapshot(S.AWAITING_SHIPMENT, stack=(REFUND, RELEASE))
+def test_compensate_runs_the_stack_newest_first_when_nothing_is_in_flight() -> None:
+    before = order_snapshot(S.AWAITING_SHIPMENT, stack=(REFUND, RELEASE), outstanding=())
     decision = decide(machine, before, _operator("compensate"), NOW, CONFIG)
 
     assert decision.to_state == S.COMPENSATING
@@ -65,7 +65,11 @@ def test_compensate_runs_the_stack_newest_first_and_forgets_the_step_in_flight()
 
 def test_compensate_with_nothing_done_fails_at_once() -> None:
     decision = decide(
-        machine, order_snapshot(S.AWAITING_PAYMENT), _operator("compensate"), NOW, CONFIG
+        machine,
+        order_snapshot(S.AWAITING_PAYMENT, outstanding=()),
+        _operator("compensate"),
+        NOW,
+        CONFIG,
     )
     assert (decision.to_state, decision.finished) == (S.FAILED, True)
 
@@ -93,12 +97,9 @@ def test_skip_forward_moves_to_a_declared_target() -> None:
         (S.COMPLETED, "abort", None, "already completed"),
         (S.FAILED, "skip", None, "already failed"),
         (S.COMPENSATING, "compensate", None, "already compensating"),
-        (
-            S.AWAITING_PAYMENT,
-            "skip",
-            None,
-            "needs --to one of: awaiting_inventory, cancelled, failed",
-        ),
+        (S.AWAITING_PAYMENT, "skip", None, "needs --to one of: cancelled, failed"),
+        (S.AWAITING_PAYMENT, "skip", "awaiting_inventory", "needs --to one of"),
+        (S.AWAITING_SHIPMENT, "compensate", None, "still in flight"),
         (S.AWAITING_PAYMENT, "skip", "completed", "needs --to one of"),
     ],
 )

@@ -8,12 +8,13 @@ late or repeated messages change nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import pytest
 
 from contracts import order as msg
 from contracts.base import ReplyEvent
-from orchestrator.engine import Decision, Outcome
+from orchestrator.engine import Decision, OperatorRefused, OperatorRequest, Outcome
 from orchestrator.workflows.order import OrderState as S
 from tests.unit.decider_support import (
     CARD_TOKEN,
@@ -346,3 +347,34 @@ def test_longest_failure_reason_still_fits_the_published_event() -> None:
     assert isinstance(failed, msg.OrderFailed)
     assert len(failed.reason) == 200
     assert failed.reason.startswith("payment failed: ")
+
+
+# --- operator actions meet the order workflow (engine-level cases: test_engine_operator.py) ------
+
+
+def _operator(
+    action: Literal["abort", "compensate", "skip"], to_state: str | None = None
+) -> OperatorRequest:
+    return OperatorRequest(action, operator="ops@example", reason="stuck", to_state=to_state)
+
+
+def test_operator_compensation_also_undoes_the_step_in_flight() -> None:
+    run = run_to(0)
+    try:
+        run.operate(_operator("compensate"))
+    except OperatorRefused:
+        return  # refusing while the step is in flight is a fix too (it cannot be undone yet)
+    confirm_all(run)
+    run.reply(msg.PaymentProcessed)  # the payment worker charged the card after all
+
+    assert "RefundPayment" in run.command_types()
+
+
+def test_operator_skip_leaves_the_saga_waiting_for_something_real() -> None:
+    run = run_to(0)
+    try:
+        skipped = run.operate(_operator("skip", to_state=S.AWAITING_INVENTORY.value))
+    except OperatorRefused:
+        return  # refusing to skip into a waiting state is a fix too
+
+    assert skipped.finished or run.outstanding_types() == ["ReserveInventory"]

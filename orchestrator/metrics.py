@@ -1,0 +1,187 @@
+"""Saga metrics for Prometheus, beside FastStream's own message metrics.
+
+Counters and histograms are updated by the store, relay and timer loop as they work; gauges
+that describe the whole database (active sagas by state, outbox backlog) are refreshed by a
+small background sampler, so a scrape never waits for a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.engine import Decision
+from orchestrator.store.tables import instances, outbox, timers
+from sagaline.messaging.errors import error_summary
+
+log = logging.getLogger("sagaline.metrics")
+
+_STATE_SECONDS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+class SagaMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.transitions = Counter(
+            "sagaline_transitions_total",
+            "Saga state transitions.",
+            ["workflow", "from_state", "to_state"],
+            registry=registry,
+        )
+        self.time_in_state = Histogram(
+            "sagaline_time_in_state_seconds",
+            "Time a saga spent in a state before leaving it.",
+            ["workflow", "state"],
+            buckets=_STATE_SECONDS,
+            registry=registry,
+        )
+        self.outcomes = Counter(
+            "sagaline_steps_total",
+            "Saga steps by outcome (started, transitioned, ignored, stale, finished, duplicate).",
+            ["workflow", "outcome"],
+            registry=registry,
+        )
+        self.compensations_started = Counter(
+            "sagaline_compensations_started_total",
+            "Sagas that began compensating.",
+            ["workflow"],
+            registry=registry,
+        )
+        self.compensations_failed = Counter(
+            "sagaline_compensations_failed_total",
+            "Sagas whose compensation was not confirmed in time.",
+            ["workflow"],
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            "sagaline_concurrency_conflicts_total",
+            "Saga steps decided again because another transaction changed the saga first.",
+            registry=registry,
+        )
+        self.active = Gauge(
+            "sagaline_active_sagas",
+            "Unfinished sagas by workflow and state.",
+            ["workflow", "state"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "sagaline_outbox_backlog", "Outbox rows not yet published.", registry=registry
+        )
+        self.outbox_oldest_age = Gauge(
+            "sagaline_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none).",
+            registry=registry,
+        )
+        self.outbox_published = Counter(
+            "sagaline_outbox_published_total", "Outbox rows published.", registry=registry
+        )
+        self.timer_lag = Histogram(
+            "sagaline_timer_lag_seconds",
+            "How late a timer fired after it came due.",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+            registry=registry,
+        )
+        self.timers_due = Gauge(
+            "sagaline_timers_due", "Timers due now and not yet fired.", registry=registry
+        )
+        self.parked = Gauge(
+            "sagaline_parked_messages",
+            "Messages in parking queues by queue and reason.",
+            ["queue", "reason"],
+            registry=registry,
+        )
+
+
+class DatabaseSampler:
+    """Refreshes the database-wide gauges every `interval` seconds."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metrics: SagaMetrics,
+        interval: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.interval = interval
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._known: set[tuple[str, str]] = set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="metrics-sampler")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=5)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.sample()
+            except Exception as exc:
+                log.debug("metrics sample failed", extra={"error": error_summary(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+
+    async def sample(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(instances.c.workflow, instances.c.state, func.count())
+                    .where(instances.c.finished_at.is_(None))
+                    .group_by(instances.c.workflow, instances.c.state)
+                )
+            ).all()
+            backlog = (
+                await conn.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+            due = await conn.scalar(
+                select(func.count()).select_from(timers).where(timers.c.due_at <= func.now())
+            )
+            now = await conn.scalar(select(func.now()))
+        seen = set()
+        for workflow, state, count in rows:
+            self.metrics.active.labels(workflow, state).set(count)
+            seen.add((workflow, state))
+        for gone in self._known - seen:
+            self.metrics.active.labels(*gone).set(0)
+        self._known = seen
+        count, oldest = backlog
+        self.metrics.outbox_backlog.set(count)
+        self.metrics.outbox_oldest_age.set((now - oldest).total_seconds() if oldest else 0.0)
+        self.metrics.timers_due.set(due or 0)
+
+
+def observe_step(
+    metrics: SagaMetrics,
+    workflow: str,
+    decision: Decision,
+    previous_update: datetime | None,
+    now: datetime,
+    compensating: str,
+    compensation_failed: str,
+) -> None:
+    """Count one committed step (called after commit, never for rolled-back attempts)."""
+    metrics.outcomes.labels(workflow, decision.outcome.value).inc()
+    if not decision.changes_saga or decision.from_state == decision.to_state:
+        return
+    metrics.transitions.labels(workflow, decision.from_state or "", decision.to_state).inc()
+    if decision.from_state is not None and previous_update is not None:
+        spent = max((now - previous_update).total_seconds(), 0.0)
+        metrics.time_in_state.labels(workflow, decision.from_state).observe(spent)
+    if decision.to_state == compensating:
+        metrics.compensations_started.labels(workflow).inc()
+    if decision.to_state == compensation_failed:
+        metrics.compensations_failed.labels(workflow).inc()
