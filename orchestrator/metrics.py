@@ -7,9 +7,6 @@ small background sampler, so a scrape never waits for a query.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -18,9 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.engine import Decision
 from orchestrator.store.tables import instances, outbox, timers
-from sagaline.messaging.errors import error_summary
-
-log = logging.getLogger("sagaline.metrics")
+from sagaline.background import BackgroundLoop
 
 _STATE_SECONDS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 6 * 3600, 86400, 7 * 86400)
 
@@ -97,39 +92,20 @@ class SagaMetrics:
         )
 
 
-class DatabaseSampler:
+class DatabaseSampler(BackgroundLoop):
     """Refreshes the database-wide gauges every `interval` seconds."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        metrics: SagaMetrics,
-        interval: float = 5.0,
-    ) -> None:
+    name = "metrics-sampler"
+
+    def __init__(self, engine: AsyncEngine, metrics: SagaMetrics, interval: float = 5.0) -> None:
+        super().__init__(interval)
         self.engine = engine
         self.metrics = metrics
-        self.interval = interval
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._known: set[tuple[str, str]] = set()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="metrics-sampler")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=5)
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.sample()
-            except Exception as exc:
-                log.debug("metrics sample failed", extra={"error": error_summary(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+    async def run_once(self) -> bool:
+        await self.sample()
+        return False
 
     async def sample(self) -> None:
         async with self.engine.connect() as conn:

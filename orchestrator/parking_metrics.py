@@ -2,46 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR
 from orchestrator.metrics import SagaMetrics
+from sagaline.background import BackgroundLoop
 from sagaline.dlq import ParkingQueues
-from sagaline.messaging.errors import error_summary
 from sagaline.service import Resources
 
-log = logging.getLogger("sagaline.metrics")
 
+class ParkingSampler(BackgroundLoop):
+    name = "parking-sampler"
 
-class ParkingSampler:
     def __init__(self, resources: Resources, metrics: SagaMetrics, interval: float = 30.0) -> None:
+        super().__init__(interval)
         self.resources = resources
         self.metrics = metrics
-        self.interval = interval
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._known: set[tuple[str, str]] = set()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="parking-sampler")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=10)
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.sample()
-            except Exception as exc:
-                log.debug("parking sample failed", extra={"error": error_summary(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+    async def run_once(self) -> bool:
+        await self.sample()
+        return False
 
     async def sample(self) -> None:
         consumers = [ORCHESTRATOR, *WORKER_COMMANDS]

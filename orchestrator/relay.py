@@ -23,13 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.store.step import NOTIFY_CHANNEL, Clock, utcnow
 from orchestrator.store.tables import outbox
+from sagaline.background import BackgroundLoop
 from sagaline.messaging.errors import error_summary
 from sagaline.messaging.publish import amqp_message
 
 log = logging.getLogger("sagaline.relay")
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundLoop):
+    name = "outbox-relay"
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -41,55 +44,26 @@ class OutboxRelay:
         clock: Clock = utcnow,
         on_published: Callable[[int], None] | None = None,
     ) -> None:
-        self.on_published = on_published
+        super().__init__(poll_seconds)
         self.engine = engine
         self.channel = channel
         self.commands_exchange = commands_exchange
         self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
         self.clock = clock
+        self.on_published = on_published
         self.published = 0
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
     async def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=10)
+        await super().stop()
         await self._close_listener()
 
-    def wake(self) -> None:
-        self._wake.set()
+    async def run_once(self) -> bool:
+        await self._ensure_listener()
+        return await self.publish_batch() >= self.batch_size
 
-    async def _run(self) -> None:
-        backoff = 0.2
-        while not self._stopping.is_set():
-            try:
-                await self._ensure_listener()
-                sent = await self.publish_batch()
-                backoff = 0.2
-            except Exception as exc:
-                log.warning(
-                    "relay round failed", extra={"error": error_summary(exc), "retry_in": backoff}
-                )
-                await self._close_listener()
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if sent < self.batch_size:
-                await self._sleep(self.poll_seconds)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        self._wake.clear()
+    async def on_error(self) -> None:
+        await self._close_listener()
 
     async def publish_batch(self) -> int:
         """Publish up to batch_size unpublished rows; returns how many were confirmed."""
@@ -171,7 +145,7 @@ class OutboxRelay:
             return
         url = make_url(self.engine.url).set(drivername="postgresql")
         self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
-        await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake())
 
     async def _close_listener(self) -> None:
         if self._listener is not None:

@@ -7,8 +7,6 @@ such row any more and never fires; a timer due while no orchestrator ran fires o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -17,12 +15,15 @@ from sqlalchemy import select
 from orchestrator.engine import Incoming
 from orchestrator.store.step import Clock, SagaStore
 from orchestrator.store.tables import timers
-from sagaline.messaging.errors import PermanentMessageError, error_summary
+from sagaline.background import BackgroundLoop
+from sagaline.messaging.errors import PermanentMessageError
 
 log = logging.getLogger("sagaline.timers")
 
 
-class TimerLoop:
+class TimerLoop(BackgroundLoop):
+    name = "timer-loop"
+
     def __init__(
         self,
         store: SagaStore,
@@ -31,46 +32,19 @@ class TimerLoop:
         batch_size: int = 200,
         on_fired: Callable[[float], None] | None = None,
     ) -> None:
+        super().__init__(poll_seconds)
         self.store = store
+        self.batch_size = batch_size
         self.on_fired = on_fired
         """Called with each fired timer's lag in seconds (metrics)."""
-        self.poll_seconds = poll_seconds
-        self.batch_size = batch_size
         self.fired = 0
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def clock(self) -> Clock:
         return self.store.clock
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="timer-loop")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=10)
-
-    async def _run(self) -> None:
-        backoff = 0.2
-        while not self._stopping.is_set():
-            try:
-                fired = await self.fire_due()
-                backoff = 0.2
-            except Exception as exc:
-                log.warning("timer round failed", extra={"error": error_summary(exc)})
-                fired = 0
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if fired < self.batch_size:
-                await self._pause(self.poll_seconds)
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+    async def run_once(self) -> bool:
+        return await self.fire_due() >= self.batch_size
 
     async def fire_due(self) -> int:
         """Fire every timer due now (up to one batch), earliest first; returns how many fired."""
