@@ -6,11 +6,13 @@ from orchestrator.app import build_app
 from sagaline.logs import configure_logging
 from sagaline.service import run
 from sagaline.settings import Settings
+from sagaline.telemetry import configure_tracing
 
 
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, service="orchestrator")
+    configure_tracing("orchestrator")
     run(build_app(settings), settings)
 
 
