@@ -12,6 +12,7 @@ from sagaline.logs import configure_logging
 from sagaline.messaging.parsing import validation_summary
 from sagaline.service import run
 from sagaline.settings import Settings
+from sagaline.startup import require_schema
 from sagaline.telemetry import configure_tracing
 
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid settings: {validation_summary(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, service=name)
+    require_schema(settings, name)
     configure_tracing(name)
     run(build_app(name, settings, config), settings)
     return 0

@@ -6,12 +6,14 @@ from orchestrator.app import build_app
 from sagaline.logs import configure_logging
 from sagaline.service import run
 from sagaline.settings import Settings
+from sagaline.startup import require_schema
 from sagaline.telemetry import configure_tracing
 
 
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, service="orchestrator")
+    require_schema(settings, "orchestrator")
     configure_tracing("orchestrator")
     run(build_app(settings), settings)
 

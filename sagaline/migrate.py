@@ -83,3 +83,23 @@ async def current_revision(settings: Settings) -> str | None:
         return str(value) if value is not None else None
     finally:
         await conn.close()
+
+
+def head_revision(settings: Settings) -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+
+
+async def schema_problem(settings: Settings) -> str | None:
+    """None when the database is at the latest revision; otherwise what an operator must do."""
+    try:
+        current = await current_revision(settings)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"database unreachable or missing ({type(exc).__name__}); run `sagaline migrate`"
+    head = head_revision(settings)
+    if current != head:
+        return (
+            f"database schema is at {current or 'nothing'}, expected {head}: run `sagaline migrate`"
+        )
+    return None

@@ -41,7 +41,7 @@ def migrate(
 
 async def run_migrations(settings: Settings) -> dict[str, Any]:
     """Upgrade to head; return the database (redacted), the revisions before and after."""
-    from sagaline.migrate import current_revision, upgrade
+    from sagaline.migrate import current_revision, head_revision, upgrade
 
     exists = await check_database(settings)
     previous = await current_revision(settings) if exists else None
@@ -57,11 +57,3 @@ async def run_migrations(settings: Settings) -> dict[str, Any]:
         "revision": revision,
         "head": head_revision(settings),
     }
-
-
-def head_revision(settings: Settings) -> str | None:
-    from alembic.script import ScriptDirectory
-
-    from sagaline.migrate import alembic_config
-
-    return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()

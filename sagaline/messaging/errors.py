@@ -29,4 +29,12 @@ def error_summary(exc: BaseException) -> str:
         return exc.summary
     if isinstance(exc, ReportableError):
         return f"{name}: {str(exc)[:400]}"
+    # Driver errors wrapped by SQLAlchemy: the driver's class and SQLSTATE say what went wrong
+    # (UndefinedTableError 42P01) without quoting any value.
+    orig = getattr(exc, "orig", None)
+    cause = orig if isinstance(orig, BaseException) else exc.__cause__
+    if cause is not None:
+        sqlstate = getattr(cause, "sqlstate", None)
+        detail = type(cause).__qualname__ + (f" {sqlstate}" if isinstance(sqlstate, str) else "")
+        return f"{name} ({detail})"
     return name
