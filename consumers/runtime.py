@@ -39,6 +39,7 @@ from contracts.topology import (
     ParkReason,
     Topology,
 )
+from sagaline.faults import crash_point
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import Process
 from sagaline.messaging.errors import PermanentMessageError, ReportableError
@@ -97,7 +98,9 @@ class WorkerProcess:
                 f"worker {self.spec.name} does not handle {envelope.type}",
             )
         reply, duplicate = await self._reply(envelope, handler, _attempt(delivery))
+        crash_point("worker.after_commit_before_reply")
         await publish_reply(self.broker, self.events, reply)
+        crash_point("worker.before_ack")
         log.info(
             "command handled",
             extra={

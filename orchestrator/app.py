@@ -19,6 +19,7 @@ from orchestrator.relay import OutboxRelay
 from orchestrator.store.step import Clock, SagaStore, StepResult, UnexpectedMessage, utcnow
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
+from sagaline.faults import crash_point
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.errors import PermanentMessageError
 from sagaline.service import Background, Resources, build_service
@@ -52,6 +53,7 @@ class OrchestratorProcess:
             "saga transition", attributes={"saga.id": str(envelope.correlation_id)}
         ) as span:
             result = await self._step(envelope, trace_headers)
+            crash_point("orchestrator.after_commit_before_ack")
             decision = result.decision
             if decision is None:
                 span.set_attribute("saga.duplicate", True)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.store.step import NOTIFY_CHANNEL, Clock, utcnow
 from orchestrator.store.tables import outbox
 from sagaline.background import BackgroundLoop
+from sagaline.faults import crash_point
 from sagaline.messaging.errors import error_summary
 from sagaline.messaging.publish import amqp_message
 
@@ -89,6 +90,7 @@ class OutboxRelay(BackgroundLoop):
             if not rows:
                 return 0
             confirmed = await self._publish(rows)
+            crash_point("orchestrator.after_publish_before_mark")
             if confirmed:
                 await conn.execute(
                     update(outbox)

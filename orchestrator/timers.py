@@ -16,6 +16,7 @@ from orchestrator.engine import Incoming
 from orchestrator.store.step import Clock, SagaStore
 from orchestrator.store.tables import timers
 from sagaline.background import BackgroundLoop
+from sagaline.faults import crash_point
 from sagaline.messaging.errors import PermanentMessageError
 
 log = logging.getLogger("sagaline.timers")
@@ -70,6 +71,7 @@ class TimerLoop(BackgroundLoop):
                 )
                 continue
             if not result.duplicate:
+                crash_point("orchestrator.timer_after_fire")
                 fired += 1
                 if self.on_fired is not None:
                     self.on_fired((now - row.due_at).total_seconds())

@@ -35,6 +35,7 @@ from orchestrator.engine import (
 )
 from orchestrator.store.tables import history, inbox, instances, outbox, timers
 from orchestrator.workflows import WORKFLOWS, machine_for
+from sagaline.faults import crash_point
 from sagaline.messaging.errors import ReportableError
 
 log = logging.getLogger("sagaline.store")
@@ -181,6 +182,7 @@ class SagaStore:
         if decision.changes_saga:
             await self._write_outbox(conn, saga_id, incoming, decision, trace_headers, now)
             await self._write_timers(conn, saga_id, decision, now)
+        crash_point("orchestrator.before_commit")
         return StepResult(
             decision,
             saga_id,
