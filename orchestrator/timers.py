@@ -10,14 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select
-
-from orchestrator.engine import Incoming
 from orchestrator.store.step import Clock, SagaStore
-from orchestrator.store.tables import timers
 from sagaline.background import BackgroundLoop
 from sagaline.faults import crash_point
-from sagaline.messaging.errors import PermanentMessageError
 
 log = logging.getLogger("sagaline.timers")
 
@@ -48,32 +43,15 @@ class TimerLoop(BackgroundLoop):
         return await self.fire_due() >= self.batch_size
 
     async def fire_due(self) -> int:
-        """Fire every timer due now (up to one batch), earliest first; returns how many fired."""
-        now = self.clock()
-        async with self.store.engine.connect() as conn:
-            due = (
-                await conn.execute(
-                    select(timers.c.saga_id, timers.c.name, timers.c.message_id, timers.c.due_at)
-                    .where(timers.c.due_at <= now)
-                    .order_by(timers.c.due_at, timers.c.saga_id)
-                    .limit(self.batch_size)
-                )
-            ).all()
-        fired = 0
-        for row in due:
-            incoming = Incoming.timer(row.saga_id, row.name, row.message_id)
-            try:
-                result = await self.store.handle(incoming, actor="timer", timer_guard=True)
-            except PermanentMessageError as exc:
-                log.error(
-                    "timer could not fire",
-                    extra={"saga_id": str(row.saga_id), "error": exc.summary},
-                )
-                continue
-            if not result.duplicate:
-                crash_point("orchestrator.timer_after_fire")
-                fired += 1
-                if self.on_fired is not None:
-                    self.on_fired((now - row.due_at).total_seconds())
-        self.fired += fired
-        return fired
+        """Fire timers due now (up to one batch), earliest first; returns how many fired.
+
+        Claiming (DELETE ... SKIP LOCKED) and firing share one transaction, so several loops
+        never fire the same timer and a crash before commit leaves the timers in place.
+        """
+        fired = await self.store.fire_due_timers(self.batch_size)
+        for timer in fired:
+            crash_point("orchestrator.timer_after_fire")
+            if self.on_fired is not None and timer.result.at is not None:
+                self.on_fired((timer.result.at - timer.due_at).total_seconds())
+        self.fired += len(fired)
+        return len(fired)

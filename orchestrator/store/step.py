@@ -1,8 +1,9 @@
-"""Apply one saga step in one transaction: inbox, compare-and-swap, history, outbox, timers.
+"""Apply saga steps in one transaction: inbox, compare-and-swap, history, outbox, timers.
 
 Isolation is READ COMMITTED plus an explicit version check: the UPDATE ... WHERE version = v
 either applies on top of exactly the state we decided from, or matches no row, in which case
-the whole transaction (inbox row included) rolls back and the step is decided again.
+the whole transaction (inbox rows included) rolls back and the steps are decided again.
+A single message is a batch of one: both paths share one implementation (plan.py, batch.py).
 """
 
 from __future__ import annotations
@@ -11,53 +12,48 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from opentelemetry import propagate
-from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import asyncpg
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts.envelope import new_envelope
 from contracts.topology import Topology
-from orchestrator.engine import (
-    Decision,
-    EngineConfig,
-    Incoming,
-    Machine,
-    Outcome,
-    RuntimeState,
-    SagaSnapshot,
-    decide,
-)
-from orchestrator.store.tables import history, inbox, instances, outbox, timers
-from orchestrator.workflows import WORKFLOWS, machine_for
+from orchestrator.engine import Decision, EngineConfig, Incoming, RuntimeState, SagaSnapshot
+from orchestrator.store import batch
+from orchestrator.store.batch import NOTIFY_CHANNEL, ConcurrencyConflict
+from orchestrator.store.plan import UnexpectedMessage, actor_of, plan_batch
+from orchestrator.store.tables import instances, outbox
+from orchestrator.workflows import machine_for
 from sagaline.faults import crash_point
-from sagaline.messaging.errors import ReportableError
+from sagaline.messaging.errors import ReportableError, error_summary
 
 log = logging.getLogger("sagaline.store")
 
-NOTIFY_CHANNEL = "sagaline_outbox"
 Clock = Callable[[], datetime]
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "Clock",
+    "ConcurrencyConflict",
+    "ConflictRetriesExhausted",
+    "SagaStore",
+    "StepResult",
+    "UnexpectedMessage",
+    "load_snapshot",
+    "unpublished_count",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ConcurrencyConflict(Exception):
-    """Another transaction changed the saga between our read and our write."""
-
-
 class ConflictRetriesExhausted(ReportableError):
     """The step kept losing races; the delivery goes through the broker's retry ladder."""
-
-
-class UnexpectedMessage(ReportableError):
-    """No workflow consumes this message type."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,19 @@ class StepResult:
         return self.decision is None
 
 
+BatchResult = StepResult | ReportableError
+"""Per message: its step, or why the engine refused it (the caller parks or reports it)."""
+
+
+@dataclass(frozen=True)
+class FiredTimer:
+    result: StepResult
+    due_at: datetime
+
+
 class SagaStore:
+    """Saga steps in transactions: one message (`handle`) or a batch (`handle_batch`)."""
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -98,264 +106,209 @@ class SagaStore:
         self,
         incoming: Incoming,
         *,
-        actor: str = "message",
+        actor: str | None = None,
         trace_headers: Mapping[str, str] | None = None,
         timer_guard: bool = False,
     ) -> StepResult:
-        """Decide and apply one step, retrying the whole transaction on version conflicts."""
-        for attempt in range(self.max_conflict_retries):
+        """Decide and apply one step; raises the engine's refusal (unknown saga, …) if any."""
+        (result,) = await self.handle_batch(
+            [incoming],
+            actors=[actor or actor_of(incoming)],
+            trace_headers=[trace_headers or {}],
+            timer_guard=timer_guard,
+        )
+        if isinstance(result, ReportableError):
+            raise result
+        return result
+
+    async def handle_batch(
+        self,
+        incomings: Sequence[Incoming],
+        *,
+        actors: Sequence[str] | None = None,
+        trace_headers: Sequence[Mapping[str, str]] | None = None,
+        timer_guard: bool = False,
+    ) -> list[BatchResult]:
+        """Apply a batch in one transaction, as if its messages were applied one by one.
+
+        On a version conflict the transaction rolls back; a batch is split in halves so that
+        one contended saga does not hold up the rest, and single steps are retried with jitter.
+        """
+        items = list(incomings)
+        who = list(actors) if actors is not None else [actor_of(i) for i in items]
+        headers = list(trace_headers) if trace_headers is not None else [{}] * len(items)
+        conflicts = 0
+        while True:
             try:
-                async with self.engine.begin() as conn:
-                    if timer_guard and not await _claim_timer(conn, incoming):
-                        return StepResult(None, incoming.saga_id, attempt)
-                    return await self._step(
-                        conn, incoming, actor, dict(trace_headers or {}), attempt
-                    )
+                return await self._transaction(items, who, headers, timer_guard, conflicts)
             except ConcurrencyConflict:
+                conflicts += 1
                 if self.on_conflict is not None:
                     self.on_conflict()
+                if len(items) > 1:
+                    half = len(items) // 2
+                    first = await self.handle_batch(
+                        items[:half], actors=who[:half], trace_headers=headers[:half]
+                    )
+                    rest = await self.handle_batch(
+                        items[half:], actors=who[half:], trace_headers=headers[half:]
+                    )
+                    return first + rest
+                if conflicts >= self.max_conflict_retries:
+                    raise ConflictRetriesExhausted(
+                        f"saga step lost {conflicts} races in a row"
+                    ) from None
                 # Jitter spreads replicas racing on one saga so that one of them wins quickly.
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-        raise ConflictRetriesExhausted(f"saga step lost {self.max_conflict_retries} races in a row")
+                await asyncio.sleep(random.uniform(0, 0.002 * conflicts))
 
-    async def _step(
-        self,
-        conn: AsyncConnection,
-        incoming: Incoming,
-        actor: str,
-        trace_headers: dict[str, str],
-        conflicts: int,
-    ) -> StepResult:
-        now = self.clock()
-        fresh = await conn.execute(
-            pg_insert(inbox)
-            .values(
-                message_id=incoming.message_id,
-                saga_id=incoming.saga_id,
-                message_type=incoming.trigger,
-                received_at=now,
+    async def fire_due_timers(self, limit: int) -> list[FiredTimer]:
+        """Claim up to `limit` due timers (earliest first) and fire them in one transaction.
+
+        When a saga moved under the batch, the rollback restores the claimed rows and this
+        round fires them one by one instead (each with its own conflict retries).
+        """
+        try:
+            return await self._fire(limit)
+        except ConcurrencyConflict:
+            if self.on_conflict is not None:
+                self.on_conflict()
+        return await self._fire_one_by_one(limit)
+
+    async def _fire_one_by_one(self, limit: int) -> list[FiredTimer]:
+        async with self.engine.connect() as sa_conn:
+            conn = await _driver(sa_conn)
+            due = await conn.fetch(
+                "SELECT saga_id, name, message_id, due_at FROM saga.timers WHERE due_at <= $1"
+                " ORDER BY due_at, saga_id LIMIT $2",
+                self.clock(),
+                limit,
             )
-            .on_conflict_do_nothing()
-            .returning(inbox.c.message_id)
-        )
-        if fresh.first() is None:
-            return StepResult(None, incoming.saga_id, conflicts)
-
-        snapshot = await load_snapshot(conn, incoming.saga_id)
-        machine = self._machine(incoming, snapshot)
-        decision = decide(machine, snapshot, incoming, now, self.config)
-
-        saga_id = incoming.saga_id
-        if decision.outcome is Outcome.STARTED:
-            saga_id = await self._insert_instance(conn, machine, incoming, decision, now)
-            if saga_id != incoming.saga_id:
-                decision = await self._duplicate_start(conn, saga_id, incoming)
-        elif decision.outcome is Outcome.TRANSITIONED:
-            assert snapshot is not None
-            await self._compare_and_swap(conn, snapshot, decision, now)
-        else:
-            assert snapshot is not None
-            await _hold_version(conn, snapshot)
-
-        await conn.execute(
-            history.insert().values(
-                saga_id=saga_id,
-                version=decision.version,
-                at=now,
-                message_id=incoming.message_id,
-                message_type=incoming.trigger,
-                outcome=decision.outcome.value,
-                from_state=decision.from_state,
-                to_state=decision.to_state,
-                commands=[
-                    {
-                        "type": o.message.message_type,
-                        "message_id": str(o.message_id),
-                        "kind": o.kind,
-                    }
-                    for o in decision.outgoing
-                ],
-                actor=actor,
-                note=decision.note,
-            )
-        )
-        if decision.changes_saga:
-            await self._write_outbox(conn, saga_id, incoming, decision, trace_headers, now)
-            await self._write_timers(conn, saga_id, decision, now)
-        crash_point("orchestrator.before_commit")
-        return StepResult(
-            decision,
-            saga_id,
-            conflicts,
-            workflow=machine.name,
-            previous_update=snapshot.updated_at if snapshot else None,
-            at=now,
-        )
-
-    def _machine(self, incoming: Incoming, snapshot: SagaSnapshot | None) -> Machine[Any, Any]:
-        if incoming.payload is None:  # a timer: it belongs to the saga's own workflow
-            if snapshot is None:
-                raise UnexpectedMessage("timer for a saga that no longer exists")
-            return WORKFLOWS[snapshot.workflow]
-        machine = machine_for(incoming.trigger)
-        if machine is None:
-            raise UnexpectedMessage(f"no workflow consumes {incoming.trigger}")
-        return machine
-
-    async def _insert_instance(
-        self,
-        conn: AsyncConnection,
-        machine: Machine[Any, Any],
-        incoming: Incoming,
-        decision: Decision,
-        now: datetime,
-    ) -> uuid.UUID:
-        """Insert a new saga; return the id of the saga that owns the business key."""
-        created = await conn.execute(
-            pg_insert(instances)
-            .values(
-                id=incoming.saga_id,
-                workflow=machine.name,
-                business_key=decision.business_key,
-                state=decision.to_state,
-                data=decision.data,
-                runtime=decision.runtime.to_json(),
-                version=decision.version,
-                created_at=now,
-                updated_at=now,
-                finished_at=now if decision.finished else None,
-            )
-            .on_conflict_do_nothing()
-            .returning(instances.c.id)
-        )
-        if created.first() is not None:
-            return incoming.saga_id
-        same_id = await conn.scalar(
-            select(instances.c.id).where(instances.c.id == incoming.saga_id)
-        )
-        if same_id is not None:
-            raise ConcurrencyConflict  # a concurrent start of this very saga won; decide again
-        owner = await conn.scalar(
-            select(instances.c.id).where(
-                instances.c.workflow == machine.name,
-                instances.c.business_key == decision.business_key,
-            )
-        )
-        if owner is None:  # pragma: no cover - the conflicting row vanished; decide again
-            raise ConcurrencyConflict
-        return uuid.UUID(str(owner))
-
-    async def _duplicate_start(
-        self, conn: AsyncConnection, owner: uuid.UUID, incoming: Incoming
-    ) -> Decision:
-        snapshot = await load_snapshot(conn, owner)
-        assert snapshot is not None
-        await conn.execute(
-            update(inbox).where(inbox.c.message_id == incoming.message_id).values(saga_id=owner)
-        )
-        return Decision(
-            outcome=Outcome.DUPLICATE_START,
-            from_state=snapshot.state,
-            to_state=snapshot.state,
-            data=snapshot.data,
-            runtime=snapshot.runtime,
-            finished=snapshot.finished,
-            note=f"business key already started by saga {owner}; correlation id {incoming.saga_id}",
-            business_key=snapshot.business_key,
-            version=snapshot.version,
-        )
-
-    async def _compare_and_swap(
-        self, conn: AsyncConnection, snapshot: SagaSnapshot, decision: Decision, now: datetime
-    ) -> None:
-        result = await conn.execute(
-            update(instances)
-            .where(instances.c.id == snapshot.saga_id, instances.c.version == snapshot.version)
-            .values(
-                state=decision.to_state,
-                data=decision.data,
-                runtime=decision.runtime.to_json(),
-                version=decision.version,
-                updated_at=now,
-                finished_at=now if decision.finished else None,
-            )
-        )
-        if result.rowcount != 1:
-            raise ConcurrencyConflict
-
-    async def _write_outbox(
-        self,
-        conn: AsyncConnection,
-        saga_id: uuid.UUID,
-        incoming: Incoming,
-        decision: Decision,
-        trace_headers: dict[str, str],
-        now: datetime,
-    ) -> None:
-        if not decision.outgoing:
-            return
-        # The current span (this transition, child of the consume span) becomes the parent of
-        # every command's publish: command, worker and reply stay in the event's trace.
-        headers = dict(trace_headers)
-        propagate.inject(headers)
-        rows = []
-        for item in decision.outgoing:
-            envelope = new_envelope(
-                item.message,
-                correlation_id=saga_id,
-                causation_id=incoming.message_id,
-                message_id=item.message_id,
-                occurred_at=now,
-            )
-            exchange = (
-                self.topology.commands_exchange
-                if item.kind == "command"
-                else self.topology.events_exchange
-            )
-            rows.append(
-                {
-                    "message_id": item.message_id,
-                    "saga_id": saga_id,
-                    "exchange": exchange,
-                    "routing_key": item.message.message_type,
-                    "message_type": item.message.message_type,
-                    "body": envelope.to_json(),
-                    "headers": headers,
-                    "created_at": now,
-                }
-            )
-        await conn.execute(insert(outbox), rows)
-        # Delivered at commit: wakes the relay without polling latency.
-        await conn.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
-
-    async def _write_timers(
-        self, conn: AsyncConnection, saga_id: uuid.UUID, decision: Decision, now: datetime
-    ) -> None:
-        if decision.finished:
-            await conn.execute(delete(timers).where(timers.c.saga_id == saga_id))
-            return
-        for change in decision.timers:
-            if change.due_at is None:
-                await conn.execute(
-                    delete(timers).where(timers.c.saga_id == saga_id, timers.c.name == change.name)
+        fired = []
+        for row in due:
+            incoming = Incoming.timer(row["saga_id"], row["name"], row["message_id"])
+            try:
+                result = await self.handle(incoming, actor="timer", timer_guard=True)
+            except ReportableError as exc:
+                log.error(
+                    "timer could not fire",
+                    extra={"saga_id": str(row["saga_id"]), "error": error_summary(exc)},
                 )
                 continue
-            statement = pg_insert(timers).values(
-                saga_id=saga_id,
-                name=change.name,
-                message_id=change.message_id,
-                due_at=change.due_at,
-                created_at=now,
-            )
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[timers.c.saga_id, timers.c.name],
-                    set_={
-                        "message_id": statement.excluded.message_id,
-                        "due_at": statement.excluded.due_at,
-                    },
+            if not result.duplicate:
+                fired.append(FiredTimer(result, row["due_at"]))
+        return fired
+
+    async def _fire(self, limit: int) -> list[FiredTimer]:
+        async with self.engine.connect() as sa_conn:
+            conn = await _driver(sa_conn)
+            async with conn.transaction():
+                now = self.clock()
+                claimed = await conn.fetch(batch.CLAIM_DUE_TIMERS, now, limit)
+                if not claimed:
+                    return []
+                incomings = [
+                    Incoming.timer(row["saga_id"], row["name"], row["message_id"])
+                    for row in claimed
+                ]
+                results = await self._apply(
+                    conn, incomings, ["timer"] * len(incomings), [{}] * len(incomings), 0, now
                 )
-            )
+        fired = []
+        for row, result in zip(claimed, results, strict=True):
+            if isinstance(result, StepResult) and not result.duplicate:
+                fired.append(FiredTimer(result, row["due_at"]))
+            elif isinstance(result, ReportableError):
+                log.error(
+                    "timer could not fire",
+                    extra={"saga_id": str(row["saga_id"]), "error": error_summary(result)},
+                )
+        return fired
+
+    async def _transaction(
+        self,
+        incomings: list[Incoming],
+        actors: list[str],
+        headers: list[Mapping[str, str]],
+        timer_guard: bool,
+        conflicts: int,
+    ) -> list[BatchResult]:
+        async with self.engine.connect() as sa_conn:
+            conn = await _driver(sa_conn)
+            async with conn.transaction():
+                now = self.clock()
+                if timer_guard and not await _claim_timers(conn, incomings):
+                    return [StepResult(None, i.saga_id, conflicts) for i in incomings]
+                return await self._apply(conn, incomings, actors, headers, conflicts, now)
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        incomings: list[Incoming],
+        actors: list[str],
+        headers: list[Mapping[str, str]],
+        conflicts: int,
+        now: datetime,
+    ) -> list[BatchResult]:
+        fresh = await batch.claim_inbox(conn, incomings, now)
+        saga_ids = {i.saga_id for i, new in zip(incomings, fresh, strict=True) if new}
+        keys = {
+            key for i, new in zip(incomings, fresh, strict=True) if new and (key := _start_key(i))
+        }
+        loaded, owners = await batch.load(conn, saga_ids, keys)
+        plan = plan_batch(
+            incomings, fresh, loaded, owners, self.topology, self.config, now, headers, actors
+        )
+        await batch.write(conn, plan)
+        crash_point("orchestrator.before_commit")
+        results: list[BatchResult] = []
+        for incoming, step in zip(incomings, plan.steps, strict=True):
+            if step is None:
+                results.append(StepResult(None, incoming.saga_id, conflicts, at=now))
+            elif isinstance(step, ReportableError):
+                results.append(step)
+            else:
+                results.append(
+                    StepResult(
+                        step.decision,
+                        step.saga_id,
+                        conflicts,
+                        workflow=step.workflow,
+                        previous_update=step.previous_update,
+                        at=now,
+                    )
+                )
+        return results
+
+
+def _start_key(incoming: Incoming) -> tuple[str, str] | None:
+    """(workflow, business key) a starting event would claim, to look up its owner."""
+    if incoming.payload is None:
+        return None
+    machine = machine_for(incoming.trigger)
+    start = machine.starts.get(incoming.trigger) if machine is not None else None
+    if machine is None or start is None:
+        return None
+    return machine.name, start.key(incoming.payload)
+
+
+async def _driver(sa_conn: AsyncConnection) -> asyncpg.Connection:
+    raw = await sa_conn.get_raw_connection()
+    return raw.driver_connection
+
+
+async def _claim_timers(conn: asyncpg.Connection, incomings: list[Incoming]) -> bool:
+    """Delete the timer rows about to fire; False if any was cancelled or moved meanwhile."""
+    for incoming in incomings:
+        row = await conn.fetchrow(
+            "DELETE FROM saga.timers WHERE saga_id = $1 AND name = $2 AND message_id = $3"
+            " RETURNING name",
+            incoming.saga_id,
+            incoming.trigger.removeprefix("timer:"),
+            incoming.message_id,
+        )
+        if row is None:
+            return False
+    return True
 
 
 async def load_snapshot(conn: AsyncConnection, saga_id: uuid.UUID) -> SagaSnapshot | None:
@@ -373,36 +326,6 @@ async def load_snapshot(conn: AsyncConnection, saga_id: uuid.UUID) -> SagaSnapsh
         finished=row.finished_at is not None,
         updated_at=row.updated_at,
     )
-
-
-async def _hold_version(conn: AsyncConnection, snapshot: SagaSnapshot) -> None:
-    """Lock the saga row at the version we decided from, or report a conflict.
-
-    Even a decision that changes nothing (ignore, stale) was made from a snapshot: if the saga
-    moved meanwhile, the same message might be handled in the new state, so decide again.
-    """
-    result = await conn.execute(
-        update(instances)
-        .where(instances.c.id == snapshot.saga_id, instances.c.version == snapshot.version)
-        .values(version=instances.c.version)
-    )
-    if result.rowcount != 1:
-        raise ConcurrencyConflict
-
-
-async def _claim_timer(conn: AsyncConnection, incoming: Incoming) -> bool:
-    """Delete the due timer row we are about to fire; False if it was cancelled or moved."""
-    name = incoming.trigger.removeprefix("timer:")
-    result = await conn.execute(
-        delete(timers)
-        .where(
-            timers.c.saga_id == incoming.saga_id,
-            timers.c.name == name,
-            timers.c.message_id == incoming.message_id,
-        )
-        .returning(timers.c.name)
-    )
-    return result.first() is not None
 
 
 async def unpublished_count(conn: AsyncConnection) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
 from orchestrator.engine import EngineConfig, Incoming, Outcome
-from orchestrator.store import step as step_module
+from orchestrator.store import batch as batch_module
 from orchestrator.store.step import SagaStore, unpublished_count
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
@@ -132,18 +132,18 @@ async def test_concurrent_transitions_of_one_saga_both_apply_in_order(
 
     # Both steps read version 1 before either writes: one of them must lose the CAS and retry.
     barrier = asyncio.Barrier(2)
-    original = step_module.load_snapshot
+    original = batch_module.load
     calls = 0
 
-    async def racing_load(conn, saga):  # type: ignore[no-untyped-def]
+    async def racing_load(conn, saga_ids, keys):  # type: ignore[no-untyped-def]
         nonlocal calls
-        snapshot = await original(conn, saga)
+        loaded = await original(conn, saga_ids, keys)
         calls += 1
         if calls <= 2:
             await asyncio.wait_for(barrier.wait(), timeout=5)
-        return snapshot
+        return loaded
 
-    monkeypatch.setattr(step_module, "load_snapshot", racing_load)
+    monkeypatch.setattr(batch_module, "load", racing_load)
     conflicts = 0
 
     def count() -> None:

@@ -1,0 +1,285 @@
+"""Pure planning of a batch of saga steps: decisions in, rows to write out. No I/O.
+
+A batch may hold several messages for one saga; each is decided against the state the previous
+one produced, so the batch behaves exactly like the same messages applied one by one. The
+rows it plans are written by orchestrator/store/batch.py in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import propagate, trace
+
+from contracts.envelope import new_envelope
+from contracts.topology import Topology
+from orchestrator.engine import (
+    Decision,
+    EngineConfig,
+    Incoming,
+    Machine,
+    Outcome,
+    SagaSnapshot,
+    decide,
+)
+from orchestrator.workflows import WORKFLOWS, machine_for
+from sagaline.messaging.errors import ReportableError
+
+_tracer = trace.get_tracer("sagaline.orchestrator")
+
+
+class UnexpectedMessage(ReportableError):
+    """No workflow consumes this message type."""
+
+
+@dataclass
+class SagaSlot:
+    """One saga as the batch sees it: what the database held, and where the batch left it."""
+
+    loaded: SagaSnapshot | None
+    current: SagaSnapshot | None
+    created_at: datetime | None = None
+
+    @property
+    def is_new(self) -> bool:
+        return self.loaded is None and self.current is not None
+
+
+@dataclass(frozen=True)
+class Planned:
+    incoming: Incoming
+    decision: Decision
+    saga_id: uuid.UUID
+    workflow: str
+    previous_update: datetime | None
+
+
+@dataclass
+class Plan:
+    now: datetime
+    steps: list[Planned | ReportableError | None] = field(default_factory=list)
+    """Per incoming, in order: a planned step, a refusal, or None for a duplicate delivery."""
+    slots: dict[uuid.UUID, SagaSlot] = field(default_factory=dict)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    timers: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, datetime] | None] = field(
+        default_factory=dict
+    )
+    finished: set[uuid.UUID] = field(default_factory=set)
+    refused_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+def actor_of(incoming: Incoming) -> str:
+    if incoming.operator is not None:
+        return f"operator:{incoming.operator.operator}"
+    return "timer" if incoming.payload is None else "message"
+
+
+def plan_batch(
+    incomings: list[Incoming],
+    fresh: list[bool],
+    loaded: Mapping[uuid.UUID, SagaSnapshot],
+    owners: Mapping[tuple[str, str], uuid.UUID],
+    topology: Topology,
+    config: EngineConfig,
+    now: datetime,
+    trace_headers: list[Mapping[str, str]],
+    actors: list[str],
+) -> Plan:
+    """Decide every fresh incoming in order and collect the rows the batch must write.
+
+    `owners` maps (workflow, business key) to the saga that already holds it in the database.
+    """
+    plan = Plan(now=now)
+    for saga_id, snapshot in loaded.items():
+        plan.slots[saga_id] = SagaSlot(snapshot, snapshot)
+    keys = {(s.workflow, s.business_key): s.saga_id for s in loaded.values()} | dict(owners)
+    for incoming, is_fresh, headers, actor in zip(
+        incomings, fresh, trace_headers, actors, strict=True
+    ):
+        if not is_fresh:
+            plan.steps.append(None)
+            continue
+        try:
+            step = _plan_one(plan, incoming, keys, topology, config, headers, actor)
+        except ReportableError as refusal:
+            plan.steps.append(refusal)
+            plan.refused_ids.append(incoming.message_id)
+            continue
+        plan.steps.append(step)
+    return plan
+
+
+def _plan_one(
+    plan: Plan,
+    incoming: Incoming,
+    keys: dict[tuple[str, str], uuid.UUID],
+    topology: Topology,
+    config: EngineConfig,
+    headers: Mapping[str, str],
+    actor: str,
+) -> Planned:
+    slot = plan.slots.setdefault(incoming.saga_id, SagaSlot(None, None))
+    snapshot = slot.current
+    machine = _machine(incoming, snapshot)
+    parent = propagate.extract(dict(headers))
+    with _tracer.start_as_current_span(
+        "saga transition", context=parent, attributes={"saga.id": str(incoming.saga_id)}
+    ) as span:
+        decision = decide(machine, snapshot, incoming, plan.now, config)
+        saga_id = incoming.saga_id
+        if decision.outcome is Outcome.STARTED:
+            owner = keys.get((machine.name, decision.business_key))
+            if owner is not None and owner != incoming.saga_id:
+                saga_id = owner
+                decision = _duplicate_start(plan.slots[owner].current, incoming, owner)
+            else:
+                keys[(machine.name, decision.business_key)] = saga_id
+                slot.created_at = plan.now
+        span.set_attributes(
+            {
+                "saga.workflow": machine.name,
+                "saga.outcome": decision.outcome.value,
+                "saga.from_state": decision.from_state or "",
+                "saga.to_state": decision.to_state,
+            }
+        )
+        carrier = dict(headers)
+        propagate.inject(carrier)
+    target = plan.slots[saga_id]
+    previous = target.current.updated_at if target.current else None
+    if decision.changes_saga:
+        target.current = _advance(target.current, saga_id, machine.name, decision, plan.now)
+        _collect_effects(plan, saga_id, incoming, decision, carrier, topology)
+    plan.history.append(_history_row(saga_id, incoming, decision, actor, plan.now))
+    return Planned(incoming, decision, saga_id, machine.name, previous)
+
+
+def _machine(incoming: Incoming, snapshot: SagaSnapshot | None) -> Machine[Any, Any]:
+    if incoming.payload is None:  # a timer or an operator: the saga's own workflow
+        if snapshot is None:
+            raise UnexpectedMessage(f"{incoming.trigger} for a saga that does not exist")
+        return WORKFLOWS[snapshot.workflow]
+    machine = machine_for(incoming.trigger)
+    if machine is None:
+        raise UnexpectedMessage(f"no workflow consumes {incoming.trigger}")
+    return machine
+
+
+def _duplicate_start(
+    owner: SagaSnapshot | None, incoming: Incoming, owner_id: uuid.UUID
+) -> Decision:
+    assert owner is not None
+    return Decision(
+        outcome=Outcome.DUPLICATE_START,
+        from_state=owner.state,
+        to_state=owner.state,
+        data=owner.data,
+        runtime=owner.runtime,
+        finished=owner.finished,
+        note=f"business key already started by saga {owner_id}; correlation id {incoming.saga_id}",
+        business_key=owner.business_key,
+        version=owner.version,
+    )
+
+
+def _advance(
+    current: SagaSnapshot | None,
+    saga_id: uuid.UUID,
+    workflow: str,
+    decision: Decision,
+    now: datetime,
+) -> SagaSnapshot:
+    base = current or SagaSnapshot(
+        saga_id=saga_id,
+        workflow=workflow,
+        business_key=decision.business_key,
+        state=decision.to_state,
+        data={},
+        runtime=decision.runtime,
+        version=0,
+        finished=False,
+    )
+    return replace(
+        base,
+        state=decision.to_state,
+        data=decision.data,
+        runtime=decision.runtime,
+        version=decision.version,
+        finished=decision.finished,
+        updated_at=now,
+    )
+
+
+def _collect_effects(
+    plan: Plan,
+    saga_id: uuid.UUID,
+    incoming: Incoming,
+    decision: Decision,
+    headers: dict[str, str],
+    topology: Topology,
+) -> None:
+    for item in decision.outgoing:
+        envelope = new_envelope(
+            item.message,
+            correlation_id=saga_id,
+            causation_id=incoming.message_id,
+            message_id=item.message_id,
+            occurred_at=plan.now,
+        )
+        exchange = (
+            topology.commands_exchange if item.kind == "command" else topology.events_exchange
+        )
+        plan.outbox.append(
+            (
+                item.message_id,
+                saga_id,
+                exchange,
+                item.message.message_type,
+                item.message.message_type,
+                envelope.to_json(),
+                json.dumps(headers),
+                plan.now,
+            )
+        )
+    if decision.finished:
+        plan.finished.add(saga_id)
+        for key in [k for k in plan.timers if k[0] == saga_id]:
+            del plan.timers[key]
+        return
+    for change in decision.timers:
+        key = (saga_id, change.name)
+        if change.due_at is None or change.message_id is None:
+            plan.timers[key] = None
+        else:
+            plan.timers[key] = (change.message_id, change.due_at)
+
+
+def _history_row(
+    saga_id: uuid.UUID, incoming: Incoming, decision: Decision, actor: str, now: datetime
+) -> tuple[Any, ...]:
+    commands = [
+        {"type": o.message.message_type, "message_id": str(o.message_id), "kind": o.kind}
+        for o in decision.outgoing
+    ]
+    return (
+        saga_id,
+        decision.version,
+        now,
+        incoming.message_id,
+        incoming.trigger,
+        decision.outcome.value,
+        decision.from_state,
+        decision.to_state,
+        json.dumps(commands),
+        actor,
+        decision.note,
+    )
+
+
+ActorOf = Callable[[Incoming], str]
