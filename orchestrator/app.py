@@ -13,6 +13,7 @@ from contracts.envelope import Envelope
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR, ParkReason, Topology
 from orchestrator.engine import EngineConfig, Incoming, UnknownSaga, WrongWorkflow
+from orchestrator.intake import BatchIntake
 from orchestrator.metrics import DatabaseSampler, SagaMetrics, observe_step
 from orchestrator.parking_metrics import ParkingSampler
 from orchestrator.relay import OutboxRelay
@@ -105,6 +106,7 @@ class Orchestrator:
         self.store: SagaStore | None = None
         self.metrics: SagaMetrics | None = None
         self.process: OrchestratorProcess | None = None
+        self.intake: IntakeLoop | None = None
         self.relay: OutboxRelay | None = None
         self.timers: TimerLoop | None = None
 
@@ -116,6 +118,7 @@ class Orchestrator:
             self._make_process,
             self._make_background,
             prepare=self._declare_workers,
+            subscribe=False,
         )
 
     async def _declare_workers(self, resources: Resources) -> None:
@@ -162,7 +165,38 @@ class Orchestrator:
         parking = ParkingSampler(
             resources, self.metrics, interval=self.settings.parking_scan_seconds
         )
-        return (self.relay, self.timers, sampler, parking)
+        assert self.process is not None
+        self.intake = IntakeLoop(
+            resources,
+            BatchIntake(
+                self.store,
+                resources.handler,
+                batch_size=self.settings.batch_size,
+                batch_wait=self.settings.batch_wait_ms / 1000,
+                workers=self.settings.batch_workers,
+                observe=self.process.observe,
+            ),
+        )
+        # Started last and stopped first: batches in hand finish while relay and timers run.
+        return (self.relay, self.timers, sampler, parking, self.intake)
+
+
+class IntakeLoop:
+    """Consumes the orchestrator's queue on its own channel into the batched intake."""
+
+    def __init__(self, resources: Resources, intake: BatchIntake) -> None:
+        self.resources = resources
+        self.intake = intake
+
+    async def start(self) -> None:
+        settings = self.resources.settings
+        channel = await self.resources.connection.channel()
+        await channel.set_qos(prefetch_count=settings.batch_size * settings.batch_workers * 2)
+        queue = await channel.get_queue(self.resources.topology.work_queue(ORCHESTRATOR))
+        await self.intake.start(queue)
+
+    async def stop(self) -> None:
+        await self.intake.stop(grace=self.resources.settings.graceful_timeout_seconds)
 
 
 def build_app(settings: Settings, clock: Clock = utcnow) -> AsgiFastStream:

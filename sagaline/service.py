@@ -52,6 +52,8 @@ class Resources:
     connection: AbstractRobustConnection = field(init=False)
     channel: AbstractChannel = field(init=False)
     """A channel with publisher confirms that raises on unroutable (returned) messages."""
+    handler: DeliveryHandler = field(init=False)
+    """The work queue's delivery handler (retry ladder and parking)."""
 
     @property
     def topology(self) -> Topology:
@@ -80,7 +82,11 @@ def build_service(
     make_process: ProcessFactory,
     make_background: BackgroundFactory = lambda _: (),
     prepare: Callable[[Resources], Awaitable[None]] | None = None,
+    subscribe: bool = True,
 ) -> AsgiFastStream:
+    """The process's app. With `subscribe=False` the work queue is not consumed through
+    FastStream: a background loop (the orchestrator's batched intake) consumes it instead,
+    using `resources.handler` for parking and per-message fallback."""
     registry = CollectorRegistry()
     broker = RabbitBroker(
         settings.amqp_url,
@@ -100,11 +106,12 @@ def build_service(
 
     queue = RabbitQueue(topology.work_queue(consumer), queue_type=QueueType.QUORUM, declare=False)
 
-    # Our DeliveryHandler parses the raw body itself (size check first, precise park reasons);
-    # FastStream's own JSON decoding would fail on malformed input before the handler runs.
-    @broker.subscriber(queue, ack_policy=AckPolicy.MANUAL, no_reply=True, decoder=_raw_body)
-    async def on_message(message: RabbitMessage) -> None:
-        await handler_box["handler"](message.raw_message)
+    if subscribe:
+        # Our DeliveryHandler parses the raw body itself (size check first, precise park
+        # reasons); FastStream's JSON decoding would fail on malformed input before it runs.
+        @broker.subscriber(queue, ack_policy=AckPolicy.MANUAL, no_reply=True, decoder=_raw_body)
+        async def on_message(message: RabbitMessage) -> None:
+            await handler_box["handler"](message.raw_message)
 
     async def startup() -> None:
         resources.engine = create_engine(settings)
@@ -113,7 +120,7 @@ def build_service(
         await declare_consumer(resources.channel, topology, consumer, bindings(topology))
         if prepare is not None:
             await prepare(resources)
-        handler_box["handler"] = DeliveryHandler(
+        handler_box["handler"] = resources.handler = DeliveryHandler(
             consumer=consumer,
             topology=topology,
             channel=resources.channel,

@@ -78,7 +78,7 @@ class DeliveryHandler:
         try:
             envelope = parse_body(delivery.body, delivery.content_type, self.max_body_bytes)
         except PermanentMessageError as exc:
-            await self._park(delivery, exc.reason, exc.summary)
+            await self.park(delivery, exc.reason, exc.summary)
             return
         await self._process_until_settled(envelope, delivery)
 
@@ -90,7 +90,7 @@ class DeliveryHandler:
             try:
                 await self.process(envelope, delivery)
             except PermanentMessageError as exc:
-                await self._park(delivery, exc.reason, exc.summary, envelope)
+                await self.park(delivery, exc.reason, exc.summary, envelope)
                 return
             except Exception as exc:
                 if is_database_outage(exc) and not self.stopping.is_set():
@@ -123,7 +123,7 @@ class DeliveryHandler:
                 "handler failed; retries exhausted",
                 extra=_ids(envelope) | {"error": summary, "attempts": attempt + 1},
             )
-            await self._park(delivery, ParkReason.RETRIES_EXHAUSTED, summary, envelope)
+            await self.park(delivery, ParkReason.RETRIES_EXHAUSTED, summary, envelope)
             return
         queue = self.topology.retry_queue(self.consumer, delays[attempt])
         log.warning(
@@ -135,7 +135,7 @@ class DeliveryHandler:
         await self.channel.default_exchange.publish(_copy(delivery, headers), routing_key=queue)
         await delivery.ack()
 
-    async def _park(
+    async def park(
         self,
         delivery: AbstractIncomingMessage,
         reason: ParkReason,

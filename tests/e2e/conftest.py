@@ -17,7 +17,7 @@ import pytest
 
 from sagaline.settings import Settings
 
-READY_DEADLINE_S = 60.0
+READY_DEADLINE_S = 120.0
 
 
 def _free_port() -> int:
