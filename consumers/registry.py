@@ -12,7 +12,15 @@ from consumers.shipping.app import SPEC as SHIPPING
 from sagaline.settings import Settings
 
 _SPECS: list[WorkerSpec] = [PAYMENTS, INVENTORY, SHIPPING]
+from consumers.courses.app import SPEC as COURSES  # noqa: E402 - registered at its marker line
+from consumers.notifications.app import SPEC as NOTIFICATIONS  # noqa: E402
+
+_SPECS += [COURSES, NOTIFICATIONS]
 # enrollment-workers-here
+from consumers.approvals.app import SPEC as APPROVALS  # noqa: E402 - registered at its marker
+from consumers.documents.app import SPEC as DOCUMENTS  # noqa: E402 - registered at its marker
+
+_SPECS += [DOCUMENTS, APPROVALS]
 # documents-workers-here
 
 WORKERS: dict[str, WorkerSpec] = {spec.name: spec for spec in _SPECS}

@@ -23,7 +23,13 @@ def _collect(*modules: object) -> dict[str, type[Message]]:
 
 
 _MODULES: list[object] = [order]
+from contracts import enrollment  # noqa: E402 - registered at its marker line
+
+_MODULES.append(enrollment)
 # enrollment-contracts-here
+from contracts import documents  # noqa: E402 - registered at its marker line
+
+_MODULES.append(documents)
 # documents-contracts-here
 
 MESSAGE_TYPES: dict[str, type[Message]] = _collect(*_MODULES)

@@ -64,6 +64,13 @@ class SagaMetrics:
             ["workflow", "state"],
             registry=registry,
         )
+        self.oldest_active = Gauge(
+            "sagaline_oldest_active_saga_seconds",
+            "Seconds since the least recently changed unfinished saga in this state last changed "
+            "(stuck sagas; `sagaline saga list --stuck-for` names them).",
+            ["workflow", "state"],
+            registry=registry,
+        )
         self.outbox_backlog = Gauge(
             "sagaline_outbox_backlog", "Outbox rows not yet published.", registry=registry
         )
@@ -111,7 +118,12 @@ class DatabaseSampler(BackgroundLoop):
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(instances.c.workflow, instances.c.state, func.count())
+                    select(
+                        instances.c.workflow,
+                        instances.c.state,
+                        func.count(),
+                        func.min(instances.c.updated_at),
+                    )
                     .where(instances.c.finished_at.is_(None))
                     .group_by(instances.c.workflow, instances.c.state)
                 )
@@ -128,11 +140,14 @@ class DatabaseSampler(BackgroundLoop):
             )
             now = await conn.scalar(select(func.now()))
         seen = set()
-        for workflow, state, count in rows:
+        for workflow, state, count, least_recent in rows:
             self.metrics.active.labels(workflow, state).set(count)
+            idle = max((now - least_recent).total_seconds(), 0.0)
+            self.metrics.oldest_active.labels(workflow, state).set(idle)
             seen.add((workflow, state))
         for gone in self._known - seen:
             self.metrics.active.labels(*gone).set(0)
+            self.metrics.oldest_active.labels(*gone).set(0)
         self._known = seen
         count, oldest = backlog
         self.metrics.outbox_backlog.set(count)

@@ -16,12 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractRobustConnection,
-    DeliveryMode,
-)
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, DeliveryMode
 
 from contracts.topology import (
     H_ATTEMPT,
@@ -110,13 +105,15 @@ class Selection:
 def describe(message: AbstractIncomingMessage, position: int) -> ParkedMessage:
     headers = message.headers or {}
     deaths = headers.get("x-death") or []
-    last: Any = deaths[-1] if isinstance(deaths, list) and deaths else {}
-    first_death: dict[str, Any] = last if isinstance(last, dict) else {}
+    # RabbitMQ keeps the most recent dead-lettering first: that is the one that parked it (an
+    # older entry may be the retry queue's TTL expiry that brought it back to the work queue).
+    latest: Any = deaths[0] if isinstance(deaths, list) and deaths else {}
+    death: dict[str, Any] = latest if isinstance(latest, dict) else {}
     reason = headers.get(H_REASON)
     if reason is None:
-        broker_reason = str(first_death.get("reason", "unknown"))
+        broker_reason = str(death.get("reason", "unknown"))
         reason = _BROKER_REASONS.get(broker_reason, broker_reason)
-    original = headers.get(H_ORIGINAL_QUEUE) or first_death.get("queue")
+    original = headers.get(H_ORIGINAL_QUEUE) or death.get("queue")
     return ParkedMessage(
         position=position,
         message_id=message.message_id,
@@ -124,10 +121,10 @@ def describe(message: AbstractIncomingMessage, position: int) -> ParkedMessage:
         message_type=message.type,
         reason=str(reason),
         original_queue=str(original) if original else None,
-        attempts=_int(headers.get(H_ATTEMPT, first_death.get("count", 0))),
+        attempts=_int(headers.get(H_ATTEMPT, death.get("count", 0))),
         replays=_int(headers.get(H_REPLAY_COUNT, 0)),
-        first_failed_at=_text(headers.get(H_FIRST_FAILED_AT) or first_death.get("time")),
-        last_failed_at=_text(headers.get(H_LAST_FAILED_AT) or first_death.get("time")),
+        first_failed_at=_text(headers.get(H_FIRST_FAILED_AT) or death.get("time")),
+        last_failed_at=_text(headers.get(H_LAST_FAILED_AT) or death.get("time")),
         error=_text(headers.get(H_ERROR)),
         size=len(message.body),
     )
@@ -135,7 +132,7 @@ def describe(message: AbstractIncomingMessage, position: int) -> ParkedMessage:
 
 class ParkingQueues:
     def __init__(
-        self, connection: AbstractRobustConnection, topology: Topology, consumers: list[str]
+        self, connection: AbstractConnection, topology: Topology, consumers: list[str]
     ) -> None:
         self.connection = connection
         self.topology = topology
@@ -182,27 +179,42 @@ class ParkingQueues:
         self, queue: str, selection: Selection, *, dry_run: bool
     ) -> list[ParkedMessage]:
         """Republish the selected messages to their original queues; returns what was chosen."""
-        chosen: list[ParkedMessage] = []
         async with self._taken(queue, SCAN_LIMIT) as taken:
-            channel = taken.channel
-            for position, message in enumerate(taken):
-                parked = describe(message, position)
-                if not selection(parked):
-                    continue
+            chosen = [
+                (message, parked)
+                for message, parked in ((m, describe(m, i)) for i, m in enumerate(taken))
+                if selection(parked)
+            ]
+            # Check every choice before sending any: a refusal must not leave a partial replay.
+            for _, parked in chosen:
                 if parked.original_queue is None:
                     raise DlqError(f"message {parked.message_id} names no original queue")
-                chosen.append(parked)
-                if dry_run:
-                    continue
+            if not dry_run:
+                await self._republish(taken.channel, chosen)
+        return [parked for _, parked in chosen]
+
+    async def _republish(
+        self,
+        channel: AbstractChannel,
+        chosen: list[tuple[AbstractIncomingMessage, ParkedMessage]],
+    ) -> None:
+        for done, (message, parked) in enumerate(chosen):
+            assert parked.original_queue is not None
+            try:
                 await channel.default_exchange.publish(
                     _replay_copy(message, parked.replays + 1),
                     routing_key=parked.original_queue,
                     mandatory=True,
                 )
-                # Only after the broker confirmed the copy: a crash in between duplicates the
-                # message (the consumer's inbox absorbs it) and never loses it.
-                await message.ack()
-        return chosen
+            except aio_pika.exceptions.DeliveryError:
+                # Returned (the queue is gone) or nacked: this one and the rest stay parked.
+                raise DlqError(
+                    f"{parked.original_queue} did not accept message {parked.message_id}; "
+                    f"{done} of {len(chosen)} replayed, the rest stay parked"
+                ) from None
+            # Only after the broker confirmed the copy: a crash in between duplicates the
+            # message (the consumer's inbox absorbs it) and never loses it.
+            await message.ack()
 
     async def purge(self, queue: str, selection: Selection) -> list[ParkedMessage]:
         removed: list[ParkedMessage] = []

@@ -43,3 +43,4 @@ def configure_logging(level: str, *, service: str) -> None:
     # FastStream logs every message at INFO with its own format; keep its warnings and errors.
     logging.getLogger("faststream").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("faststream.access").setLevel(logging.WARNING)
+    logging.getLogger("aiormq").setLevel(max(logging.INFO, root.level))  # DEBUG dumps frames

@@ -39,6 +39,7 @@ class _Effects:
     compensate_to: str | None = None
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    ignored: str | None = None
 
 
 class StepContext(Generic[S, D]):
@@ -107,6 +108,16 @@ class StepContext(Generic[S, D]):
         if reason is not None:
             self._effects.reason = reason
             self.reason = reason
+
+    def ignore(self, why: str) -> None:
+        """Conclude from the saga's data that this message changes nothing (e.g. a duplicate).
+
+        The step is recorded like a declared ignore: outcome IGNORED with `why` as its note, no
+        new version, and any change the action made to `ctx.data` is dropped. An action that
+        ignores may record no other effect (the engine raises ActionError if it does). For
+        transition actions of an existing saga: starting and entry actions cannot ignore.
+        """
+        self._effects.ignored = why
 
     def note(self, text: str) -> None:
         """Add a line to this step's history entry (operators read it; no payload values)."""

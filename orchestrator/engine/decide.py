@@ -5,7 +5,8 @@ Order of checks matters and is the engine's contract:
 2. finished saga: recorded and ignored;
 3. a reply to a command the saga no longer waits for: stale, recorded and ignored;
 4. compensating: compensation confirmations advance the LIFO stack; everything else is ignored;
-5. otherwise the state's transition runs, or its explicit ignore applies.
+5. otherwise the state's transition runs, or its explicit ignore applies; a transition's action
+   may still find from the saga's data that the message changes nothing (`ctx.ignore`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def decide(
         runtime,
         snapshot.business_key,
         Outcome.TRANSITIONED,
+        snapshot=snapshot,
     )
 
 
@@ -121,10 +123,14 @@ def _run(
     runtime: RuntimeState,
     business_key: str,
     outcome: Outcome,
+    *,
+    snapshot: SagaSnapshot | None = None,
 ) -> Decision:
     if transition.action is not None:
         transition.action(ctx, incoming.payload)
     effects = ctx.effects
+    if effects.ignored is not None:
+        return _ignored_by_action(ctx, incoming, snapshot)
     if effects.goto is not None and effects.compensate_to is not None:
         raise ActionError(f"{incoming.trigger}: an action may goto or compensate, not both")
     if effects.compensate_to is None:
@@ -174,6 +180,22 @@ def _run(
         business_key=business_key,
         version=ctx._new_version,
     )
+
+
+def _ignored_by_action(
+    ctx: StepContext[S, D], incoming: Incoming, snapshot: SagaSnapshot | None
+) -> Decision:
+    """The action decided from the saga's data that its message changes nothing."""
+    effects = ctx.effects
+    assert effects.ignored is not None
+    if snapshot is None:
+        raise ActionError(f"{incoming.trigger}: a starting event cannot be ignored")
+    recorded = effects.outgoing or effects.timers or effects.pushed
+    if recorded or effects.goto is not None or effects.compensate_to is not None:
+        raise ActionError(
+            f"({snapshot.state}, {incoming.trigger}) ignored its message but recorded effects"
+        )
+    return _unchanged(snapshot, Outcome.IGNORED, "; ".join([*effects.notes, effects.ignored]))
 
 
 def _next_compensation(

@@ -8,7 +8,13 @@ from orchestrator.engine import Machine
 from orchestrator.workflows import order
 
 _MACHINES: list[Machine[Any, Any]] = [order.machine]
+from orchestrator.workflows import enrollment  # noqa: E402 - registered at its marker line
+
+_MACHINES.append(enrollment.machine)
 # enrollment-workflow-here
+from orchestrator.workflows import documents  # noqa: E402 - registered at its marker line
+
+_MACHINES.append(documents.machine)
 # documents-workflow-here
 
 WORKFLOWS: dict[str, Machine[Any, Any]] = {m.name: m for m in _MACHINES}

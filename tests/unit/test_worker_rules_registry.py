@@ -75,5 +75,5 @@ def test_unknown_worker_exits_2_without_traceback() -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip() == (
-        "unknown worker 'billing'; expected one of: payments|inventory|shipping"
+        f"unknown worker 'billing'; expected one of: {'|'.join(WORKERS)}"
     )

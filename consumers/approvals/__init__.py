@@ -1,0 +1,1 @@
+"""Approvals worker: records the approval requests the document saga sends to each role."""

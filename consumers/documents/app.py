@@ -1,0 +1,29 @@
+"""The documents worker: drafts, finals, the library and the master index, in schema `documents`."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from consumers.documents import tables
+from consumers.documents.handlers import make_handlers
+from consumers.runtime import WorkerSpec, build_worker
+from consumers.settings import WorkerSettings
+from contracts.routes import WORKER_COMMANDS
+from sagaline.settings import Settings
+
+SPEC = WorkerSpec(
+    name="documents",
+    schema=tables.SCHEMA,
+    metadata=tables.metadata,
+    inbox=tables.inbox,
+    commands=WORKER_COMMANDS["documents"],
+    make_handlers=make_handlers,
+    description=(
+        "drafts, finals, document library and master index with versions "
+        "(GenerateDraft, GenerateFinal, FileDocument, UpdateMasterIndex and their undos)"
+    ),
+)
+
+
+def build_app(settings: Settings, config: WorkerSettings | None = None) -> AsgiFastStream:
+    return build_worker(SPEC, settings, config)

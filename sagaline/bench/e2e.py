@@ -1,0 +1,111 @@
+"""Section 3, end to end: orders through the orchestrator and the real workers, as deployed.
+
+The orchestrator and the payments, inventory and shipping workers run as separate processes
+(`python -m orchestrator`, `python -m consumers <name>`) with default settings; stock is seeded
+for every order. N orders are published in one burst; the figure is N divided by the time from
+the first publish to the last saga's `finished_at`. The steady-state rate between 10% and 90%
+of the sagas finishing is reported beside it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sagaline.bench import amqp, cpu
+from sagaline.bench.config import BenchConfig
+from sagaline.bench.env import BenchEnv
+from sagaline.bench.orchestrator_run import alive
+from sagaline.bench.procs import wait_ready
+from sagaline.bench.progress import Step
+from sagaline.bench.stats import window_rate
+from sagaline.bench.watch import sample_until
+from sagaline.bench.workload import order_envelope, stock_for
+
+ORDER_WORKERS = ("payments", "inventory", "shipping")
+
+
+async def seed_stock(env: BenchEnv, count: int) -> None:
+    from consumers.inventory.handlers import seed_stock as seed
+    from sagaline.db import create_unpooled_engine
+
+    engine = create_unpooled_engine(env.settings.sqlalchemy_url)
+    try:
+        async with engine.begin() as conn:
+            await seed(conn, stock_for(count))
+    finally:
+        await engine.dispose()
+
+
+async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
+    orders = config.sizes.e2e_orders
+    run_tag = uuid.uuid4().hex[:8]
+    step.phase("starting orchestrator and workers")
+    await env.reset()
+    await seed_stock(env, orders)
+    # All at once: workers declare the orchestrator's queue themselves (for their replies).
+    orchestrator = env.start_service("orchestrator", ["-m", "orchestrator"])
+    workers = [env.start_service(n, ["-m", "consumers", n]) for n in ORDER_WORKERS]
+    await wait_ready([orchestrator, *workers])
+    children = {"orchestrator": orchestrator, **{w.name: w for w in workers}}
+    pids = {name: child.pid for name, child in children.items() if child.pid is not None}
+    conn = await env.connect_db()
+    try:
+        step.phase("publishing orders", orders)
+        connection = await amqp.connect(env.settings.amqp_url)
+        try:
+            channel = await amqp.confirm_channel(connection)
+            started_wall = datetime.now(UTC)
+            started = time.monotonic()
+            cpu_before = cpu.snapshot(pids, env.servers)
+            await amqp.publish_envelopes(
+                channel,
+                env.settings.topology.events_exchange,
+                (order_envelope(run_tag, i) for i in range(orders)),
+            )
+            published = time.monotonic()
+        finally:
+            await connection.close()
+
+        async def finished() -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM saga.instances WHERE finished_at IS NOT NULL"
+                )
+            )
+
+        step.phase("running sagas", orders)
+        samples = await sample_until(
+            finished,
+            orders,
+            on_sample=step.update,
+            check=lambda: alive(*children.values()),
+            what="finished sagas",
+        )
+        ended = samples[-1].at
+        cpu_after = cpu.snapshot(pids, env.servers)
+        states = {
+            r["state"]: int(r["n"])
+            for r in await conn.fetch(
+                "SELECT state, count(*) AS n FROM saga.instances GROUP BY state"
+            )
+        }
+        last = await conn.fetchval("SELECT max(finished_at) FROM saga.instances")
+    finally:
+        await conn.close()
+        await env.stop(*workers, orchestrator)
+    completed = states.get("completed", 0)
+    if completed != orders:
+        raise RuntimeError(f"{completed} of {orders} sagas completed; states: {states}")
+    seconds = (last - started_wall).total_seconds()
+    return {
+        "orders": orders,
+        "completed": completed,
+        "sagas_per_s": orders / seconds if seconds > 0 else None,
+        "steady_sagas_per_s": window_rate(samples, orders),
+        "seconds": seconds,
+        "publish_seconds": published - started,
+        "cpu_cores": cpu.usage(cpu_before, cpu_after, ended - started),
+    }

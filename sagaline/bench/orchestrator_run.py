@@ -1,0 +1,222 @@
+"""Sections 2 and 5: the orchestrator alone, fed by the stub reply generator.
+
+The real orchestrator process runs with the stub answering every command at once; N orders
+are published in one burst and the orchestrator's history rows (one per transition) are
+counted over time. The figure is the steady-state rate between 10% and 90% of the expected
+transitions; the rate over the span of the rows' own timestamps is reported beside it.
+Section 5 repeats this after seeding the saga tables with finished and live sagas.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from sagaline.bench import amqp, cpu
+from sagaline.bench.config import STEPS_PER_ORDER, BenchConfig
+from sagaline.bench.env import BenchEnv
+from sagaline.bench.procs import Child
+from sagaline.bench.progress import Step
+from sagaline.bench.seed import due_in_future, order_templates, seed, vacuum_analyze
+from sagaline.bench.stats import median_round, span_rate, window_rate
+from sagaline.bench.watch import sample_until
+from sagaline.bench.workload import order_envelope
+
+
+async def start_stub(env: BenchEnv, config: BenchConfig) -> Child:
+    stub = env.start_helper(
+        "stub-worker",
+        "sagaline.bench.stub_worker",
+        [
+            "--amqp-url", env.settings.amqp_url,
+            "--namespace", env.namespace,
+            "--batch", str(config.relay_batch),
+            "--max-wait-ms", str(config.relay_max_wait_ms),
+            "--prefetch", str(config.relay_prefetch),
+        ],
+    )  # fmt: skip
+    await stub.read_json_line(within=60)
+    return stub
+
+
+def alive(*children: Child) -> None:
+    for child in children:
+        if not child.running():
+            raise child.failure("exited during the measurement")
+
+
+async def wal_counters(conn: asyncpg.Connection) -> dict[str, int]:
+    """PostgreSQL's WAL counters (server-wide: other databases' writes count too)."""
+    row = await conn.fetchrow("SELECT wal_records, wal_fpi, wal_bytes, wal_sync FROM pg_stat_wal")
+    return {key: int(row[key]) for key in ("wal_records", "wal_fpi", "wal_bytes", "wal_sync")}
+
+
+def wal_per(before: dict[str, int], after: dict[str, int], units: int) -> dict[str, float]:
+    """WAL written per unit of work (e.g. per transition) between two readings."""
+    return {key: round((after[key] - before[key]) / max(1, units), 2) for key in before}
+
+
+async def history_mark(conn: asyncpg.Connection) -> int:
+    """The highest history id so far: rows above it belong to the measurement."""
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM saga.history"))
+
+
+async def drive(
+    env: BenchEnv,
+    step: Step,
+    conn: asyncpg.Connection,
+    orders: int,
+    children: dict[str, Child],
+    *,
+    steps_per_order: int = STEPS_PER_ORDER,
+) -> dict[str, Any]:
+    """Publish `orders` orders at once; wait for their transitions; rates and CPU use."""
+    run_tag = uuid.uuid4().hex[:8]
+    mark = await history_mark(conn)
+    expected = orders * steps_per_order
+    pids = {name: child.pid for name, child in children.items() if child.pid is not None}
+    step.phase("publishing orders", orders)
+    connection = await amqp.connect(env.settings.amqp_url)
+    try:
+        channel = await amqp.confirm_channel(connection)
+        wal_before = await wal_counters(conn)
+        started = time.monotonic()
+        cpu_before = cpu.snapshot(pids, env.servers)
+        await amqp.publish_envelopes(
+            channel,
+            env.settings.topology.events_exchange,
+            (order_envelope(run_tag, i) for i in range(orders)),
+        )
+        published = time.monotonic()
+    finally:
+        await connection.close()
+
+    async def transitions() -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM saga.history WHERE id > $1", mark))
+
+    step.phase("measuring transitions", expected)
+    samples = await sample_until(
+        transitions,
+        expected,
+        on_sample=step.update,
+        check=lambda: alive(*children.values()),
+        what="transitions",
+    )
+    ended = samples[-1].at
+    cpu_after = cpu.snapshot(pids, env.servers)
+    wal = wal_per(wal_before, await wal_counters(conn), expected)
+    span = await conn.fetchrow(
+        "SELECT count(*) AS n, extract(epoch FROM min(at)) AS first,"
+        " extract(epoch FROM max(at)) AS last FROM saga.history WHERE id > $1",
+        mark,
+    )
+    completed = await conn.fetchval(
+        "SELECT count(*) FROM saga.instances WHERE business_key LIKE $1 AND state = 'completed'",
+        f"bench-{run_tag}-%",
+    )
+    rate = window_rate(samples, expected)
+    return {
+        "orders": orders,
+        "transitions": expected,
+        "completed": int(completed),
+        "transitions_per_s": rate,
+        "history_span_per_s": span_rate(int(span["n"]), float(span["first"]), float(span["last"])),
+        "seconds": ended - started,
+        "publish_seconds": published - started,
+        "cpu_cores": cpu.usage(cpu_before, cpu_after, ended - started),
+        "wal_per_transition": wal,
+    }
+
+
+async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
+    """Section 2: empty saga tables."""
+    step.phase("starting orchestrator and stub worker")
+    await env.reset()
+    return await _measure(env, config, step)
+
+
+async def _measure(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
+    """`config.repeat` rounds on one orchestrator; the median round is the result."""
+    orchestrator = await env.start_orchestrator()
+    stub = await start_stub(env, config)
+    conn = await env.connect_db()
+    rounds = []
+    try:
+        for _ in range(config.repeat):
+            result = await drive(
+                env,
+                step,
+                conn,
+                config.sizes.orders,
+                {"orchestrator": orchestrator, "stub": stub},
+            )
+            if result["completed"] != result["orders"]:
+                raise RuntimeError(f"{result['completed']} of {result['orders']} orders completed")
+            rounds.append(result)
+    finally:
+        await conn.close()
+        await env.stop(stub, orchestrator)
+    return median_round(rounds, "transitions_per_s")
+
+
+async def run_scaled(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
+    """Section 5: the same measurement with finished and live sagas already in the tables."""
+    await env.reset()
+    sizes = config.sizes
+    live_template, finished_template = order_templates()
+    topology = env.settings.topology
+    conn = await env.connect_db()
+    seeded_at = time.monotonic()
+    try:
+        step.phase(f"seeding {sizes.finished:,} finished sagas", sizes.finished)
+        await seed(
+            conn,
+            finished_template,
+            topology,
+            count=sizes.finished,
+            key_prefix="bench-finished-",
+            with_history=config.seed_history,
+            progress=step.update,
+        )
+        step.phase(f"seeding {sizes.live:,} live sagas", sizes.live)
+        await seed(
+            conn,
+            live_template,
+            topology,
+            count=sizes.live,
+            key_prefix="bench-live-",
+            with_history=config.seed_history,
+            timer_due=due_in_future(),
+            progress=step.update,
+        )
+        step.phase("vacuum analyze + checkpoint")
+        await vacuum_analyze(conn)
+        rows = {
+            table: int(
+                await conn.fetchval(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = $1::regclass",
+                    f"saga.{table}",
+                )
+            )
+            for table in ("instances", "history", "inbox", "outbox", "timers")
+        }
+        size = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
+    finally:
+        await conn.close()
+    seed_seconds = time.monotonic() - seeded_at
+    step.phase("starting orchestrator and stub worker")
+    result = await _measure(env, config, step)
+    result.update(
+        {
+            "finished": sizes.finished,
+            "live": sizes.live,
+            "seeded_history": config.seed_history,
+            "seed_seconds": seed_seconds,
+            "table_rows": rows,
+            "database_size": size,
+        }
+    )
+    return result

@@ -1,0 +1,400 @@
+"""The figures of a run, their goals, the table and the JSON document (pure: no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rich.table import Table
+
+from sagaline.bench.config import HOPS_PER_ORDER
+from sagaline.bench.machine import summary_line
+from sagaline.bench.stats import ratio
+
+SCHEMA = "sagaline-bench/1"
+
+# The goals of issue "Performance", and the sizes they are stated for.
+GOAL_ORCHESTRATOR_RATIO = 0.8
+GOAL_E2E_SAGAS_PER_S = 250.0
+GOAL_P99_MS = 50.0
+GOAL_SCALE_RATIO = 0.9
+GOAL_TIMER_SECONDS = 60.0
+GOAL_TIMERS = 100_000
+GOAL_FINISHED = 1_000_000
+GOAL_LIVE = 100_000
+
+PASS, FAIL, NO_GOAL, NOT_RUN, ERROR = "pass", "fail", "n/a", "not run", "error"
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    value: float | None
+    unit: str
+    ratio: float | None = None
+    ratio_to: str | None = None
+    """What the ratio divides by ("baseline", "empty tables")."""
+    goal: str | None = None
+    status: str = NO_GOAL
+    at_goal_size: bool = True
+    """False when the run was smaller than the size the goal is stated for."""
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Results = Mapping[str, Mapping[str, Any]]
+
+
+def _status(ok: bool) -> str:
+    return PASS if ok else FAIL
+
+
+def _missing(
+    key: str, label: str, unit: str, goal: str | None, section: str, errors: Mapping[str, str]
+) -> Figure:
+    if section in errors:
+        return Figure(key, label, None, unit, goal=goal, status=ERROR, note=errors[section])
+    return Figure(key, label, None, unit, goal=goal, status=NOT_RUN)
+
+
+_SHORT = {"orchestrator": "orch", "postgresql": "pg", "rabbitmq": "mq", "machine": "all"}
+
+
+def _cores(result: Mapping[str, Any]) -> str:
+    """Cores each process used on average, e.g. "cores: orch 0.95 pg 0.40 mq 0.35 all 1.98"."""
+    cores = result.get("cpu_cores") or {}
+    parts = [f"{_SHORT.get(name, name)} {value:.2f}" for name, value in cores.items()]
+    return "cores: " + " ".join(parts) if parts else ""
+
+
+def _baseline(base: Mapping[str, Any]) -> Figure:
+    return Figure(
+        "baseline_msgs_per_s",
+        "Bare relay baseline (aio-pika, batched)",
+        base.get("msgs_per_s"),
+        "msgs/s",
+        goal="reference",
+        note=f"{base['messages']:,} msgs of {base['body_bytes']} B, quorum, persistent, "
+        f"confirms; batch {base['batch']} / {base['max_wait_ms']:g} ms; {_cores(base)}",
+    )
+
+
+def _two_hop(base: Mapping[str, Any]) -> Figure:
+    rate = base.get("two_hop_msgs_per_s")
+    cores = _cores({"cpu_cores": base.get("two_hop_cpu_cores")})
+    return Figure(
+        "two_hop_msgs_per_s",
+        "Two relays at once, A -> B -> C",
+        rate,
+        "msgs/s",
+        ratio(rate, base.get("msgs_per_s")),
+        "baseline",
+        goal="reference",
+        note=f"the orchestrator section's shape (its hop + the stub's hop); {cores}",
+    )
+
+
+def _orchestrator(
+    orch: Mapping[str, Any], base_rate: float | None, two_hop_rate: float | None
+) -> Figure:
+    rate = orch.get("transitions_per_s")
+    r = ratio(rate, base_rate)
+    note = f"{orch['orders']:,} orders; {_cores(orch)}"
+    wal = orch.get("wal_per_transition") or {}
+    if wal:
+        note += f"; WAL {wal['wal_bytes'] / 1024:.1f} kB, {wal['wal_fpi']:.2f} FPI per transition"
+    two = ratio(rate, two_hop_rate)
+    if two is not None:
+        note += f"; {two:.2f}x two relays"
+    if r is None:
+        note += "; no baseline to compare with"
+    return Figure(
+        "orchestrator_transitions_per_s",
+        "Orchestrator alone (stub workers)",
+        rate,
+        "transitions/s",
+        r,
+        "baseline",
+        f">= {GOAL_ORCHESTRATOR_RATIO:g}x baseline",
+        NO_GOAL if r is None else _status(r >= GOAL_ORCHESTRATOR_RATIO),
+        note=note,
+    )
+
+
+def _e2e(e2e: Mapping[str, Any], base_rate: float | None) -> Figure:
+    rate = e2e.get("sagas_per_s")
+    hops = ratio(rate * HOPS_PER_ORDER if rate else None, base_rate)
+    note = f"{e2e['orders']:,} orders"
+    if hops is not None:
+        note += f"; {HOPS_PER_ORDER} hops/saga = {hops:.2f}x baseline msgs/s"
+    return Figure(
+        "e2e_sagas_per_s",
+        "End to end, real workers",
+        rate,
+        "sagas/s",
+        goal=f">= {GOAL_E2E_SAGAS_PER_S:g} sagas/s",
+        status=_status(rate is not None and rate >= GOAL_E2E_SAGAS_PER_S),
+        note=f"{note}; {_cores(e2e)}",
+    )
+
+
+def _latency(lat: Mapping[str, Any], q: str) -> Figure:
+    value = lat.get(f"{q}_ms")
+    goal = f"<= {GOAL_P99_MS:g} ms" if q == "p99" else None
+    status = NO_GOAL
+    if goal is not None:
+        status = _status(value is not None and value <= GOAL_P99_MS)
+    offered = lat.get("offered_transitions_per_s") or 0.0
+    return Figure(
+        f"latency_{q}_ms",
+        f"Latency {q}, event received -> command confirmed",
+        value,
+        "ms",
+        goal=goal,
+        status=status,
+        note=f"{lat['count']:,} commands at {offered:,.0f} transitions/s; {_cores(lat)}",
+    )
+
+
+def _scale(scale: Mapping[str, Any], empty_rate: float | None) -> Figure:
+    rate = scale.get("transitions_per_s")
+    r = ratio(rate, empty_rate)
+    at_size = scale["finished"] >= GOAL_FINISHED and scale["live"] >= GOAL_LIVE
+    note = f"{scale['orders']:,} orders; database {scale.get('database_size', '?')}"
+    wal = scale.get("wal_per_transition") or {}
+    if wal:
+        note += f"; WAL {wal['wal_bytes'] / 1024:.1f} kB, {wal['wal_fpi']:.2f} FPI per transition"
+    if not at_size:
+        note += f"; the goal is for {_count(GOAL_FINISHED)} + {_count(GOAL_LIVE)}"
+    return Figure(
+        "scale_transitions_per_s",
+        f"Orchestrator, {_count(scale['finished'])} finished + {_count(scale['live'])} live",
+        rate,
+        "transitions/s",
+        r,
+        "empty tables",
+        f">= {GOAL_SCALE_RATIO:g}x empty",
+        NO_GOAL if r is None else _status(r >= GOAL_SCALE_RATIO),
+        at_size,
+        note,
+    )
+
+
+def _timers(timers: Mapping[str, Any]) -> Figure:
+    count = int(timers["timers"])
+    seconds = float(timers["seconds"])
+    at_size = count >= GOAL_TIMERS
+    judged = seconds if at_size else projected_timer_seconds(timers)
+    note = f"ready after {timers['ready_seconds']:.1f} s; {_cores(timers)}"
+    if timers.get("timers_per_s"):
+        note += f"; {timers['timers_per_s']:,.0f} timers/s"
+    if not at_size:
+        note += f"; projected to {_count(GOAL_TIMERS)}: {judged:,.0f} s"
+    if not timers["fired_once"]:
+        note += (
+            f"; NOT each fired once: {timers['sagas_fired']:,} sagas fired, "
+            f"{timers['fired_more_than_once']} more than once, {timers['due_timers_left']} left"
+        )
+    return Figure(
+        "timers_all_fired_seconds",
+        f"{_count(count)} due timers, all fired",
+        seconds,
+        "s",
+        goal=f"<= {GOAL_TIMER_SECONDS:g} s, each once",
+        status=_status(bool(timers["fired_once"]) and judged <= GOAL_TIMER_SECONDS),
+        at_goal_size=at_size,
+        note=note,
+    )
+
+
+def figures(results: Results, errors: Mapping[str, str] | None = None) -> list[Figure]:
+    """Every figure of the table, in order, with ratios and goal checks."""
+    errors = errors or {}
+    base = results.get("baseline")
+    orch = results.get("orchestrator")
+    base_rate = base.get("msgs_per_s") if base else None
+    two_hop_rate = base.get("two_hop_msgs_per_s") if base else None
+    orch_rate = orch.get("transitions_per_s") if orch else None
+    out: list[Figure] = []
+    out.append(
+        _baseline(base)
+        if base
+        else _missing(
+            "baseline_msgs_per_s", "Bare relay baseline", "msgs/s", "reference", "baseline", errors
+        )
+    )
+    out.append(
+        _two_hop(base)
+        if base and base.get("two_hop_msgs_per_s") is not None
+        else _missing(
+            "two_hop_msgs_per_s", "Two relays at once", "msgs/s", "reference", "baseline", errors
+        )
+    )
+    out.append(
+        _orchestrator(orch, base_rate, two_hop_rate)
+        if orch
+        else _missing(
+            "orchestrator_transitions_per_s",
+            "Orchestrator alone (stub workers)",
+            "transitions/s",
+            f">= {GOAL_ORCHESTRATOR_RATIO:g}x baseline",
+            "orchestrator",
+            errors,
+        )
+    )
+    e2e = results.get("e2e")
+    out.append(
+        _e2e(e2e, base_rate)
+        if e2e
+        else _missing(
+            "e2e_sagas_per_s",
+            "End to end, real workers",
+            "sagas/s",
+            f">= {GOAL_E2E_SAGAS_PER_S:g} sagas/s",
+            "e2e",
+            errors,
+        )
+    )
+    lat = results.get("latency")
+    for q in ("p50", "p95", "p99"):
+        out.append(
+            _latency(lat, q)
+            if lat
+            else _missing(
+                f"latency_{q}_ms",
+                f"Latency {q}",
+                "ms",
+                f"<= {GOAL_P99_MS:g} ms" if q == "p99" else None,
+                "latency",
+                errors,
+            )
+        )
+    scale = results.get("scale")
+    out.append(
+        _scale(scale, orch_rate)
+        if scale
+        else _missing(
+            "scale_transitions_per_s",
+            "Orchestrator with seeded tables",
+            "transitions/s",
+            f">= {GOAL_SCALE_RATIO:g}x empty",
+            "scale",
+            errors,
+        )
+    )
+    timers = results.get("timers")
+    out.append(
+        _timers(timers)
+        if timers
+        else _missing(
+            "timers_all_fired_seconds",
+            "Due timers, all fired",
+            "s",
+            f"<= {GOAL_TIMER_SECONDS:g} s, each once",
+            "timers",
+            errors,
+        )
+    )
+    return out
+
+
+def projected_timer_seconds(timers: Mapping[str, Any]) -> float:
+    """Start-up plus firing time scaled linearly to the goal's number of timers."""
+    ready = float(timers.get("ready_seconds") or 0.0)
+    firing = max(0.0, float(timers["seconds"]) - ready)
+    return ready + firing * GOAL_TIMERS / max(1, int(timers["timers"]))
+
+
+def _count(n: int) -> str:
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1_000_000:g}M"
+    if n >= 1_000 and n % 100 == 0:
+        return f"{n / 1_000:g}k"
+    return f"{n:,}"
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+_STYLE = {PASS: "green", FAIL: "red", ERROR: "red", NOT_RUN: "dim", NO_GOAL: "dim"}
+
+
+def status_text(figure: Figure) -> str:
+    text = figure.status
+    if figure.status in (PASS, FAIL) and not figure.at_goal_size:
+        text += "*"
+    return text
+
+
+def table(figs: list[Figure], machine: Mapping[str, Any], title: str = "sagaline bench") -> Table:
+    out = Table(
+        title=title, caption=summary_line(machine), caption_justify="left", show_lines=False
+    )
+    out.add_column("figure")
+    out.add_column("value", justify="right")
+    out.add_column("unit")
+    out.add_column("ratio", justify="right")
+    out.add_column("goal")
+    out.add_column("result")
+    out.add_column("notes", overflow="fold")
+    for f in figs:
+        ratio_text = f"{f.ratio:.2f}x {f.ratio_to}" if f.ratio is not None else ""
+        style = _STYLE.get(f.status, "")
+        out.add_row(
+            f.label,
+            format_value(f.value),
+            f.unit,
+            ratio_text,
+            f.goal or "",
+            f"[{style}]{status_text(f)}[/]" if style else status_text(f),
+            f.note,
+        )
+    return out
+
+
+def overall(figs: list[Figure]) -> dict[str, Any]:
+    judged = [f for f in figs if f.status in (PASS, FAIL)]
+    return {
+        "goals_met": all(f.status == PASS for f in judged) and bool(judged),
+        "passed": sum(1 for f in judged if f.status == PASS),
+        "failed": sum(1 for f in judged if f.status == FAIL),
+        "errors": sum(1 for f in figs if f.status == ERROR),
+        "below_goal_size": [f.key for f in judged if not f.at_goal_size],
+    }
+
+
+def document(
+    *,
+    figs: list[Figure],
+    results: Results,
+    errors: Mapping[str, str],
+    machine: Mapping[str, Any],
+    config: Mapping[str, Any],
+    command: list[str],
+    started_at: str,
+    finished_at: str,
+) -> dict[str, Any]:
+    """The JSON written by --json-out: the same figures as the table, plus the raw results."""
+    return {
+        "schema": SCHEMA,
+        "command": command,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "machine": dict(machine),
+        "config": dict(config),
+        "figures": [f.to_json() for f in figs],
+        "summary": overall(figs),
+        "results": {k: dict(v) for k, v in results.items()},
+        "errors": dict(errors),
+    }

@@ -1,0 +1,47 @@
+"""Poll a counter until it reaches a target, keeping (time, count) samples for the rates."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from sagaline.bench.stats import Sample
+
+
+class Stalled(RuntimeError):
+    """The counter stopped moving (or the deadline passed) before reaching its target."""
+
+
+async def sample_until(
+    fetch: Callable[[], Awaitable[int]],
+    target: int,
+    *,
+    interval: float = 0.2,
+    stall_seconds: float = 60.0,
+    on_sample: Callable[[int], None] | None = None,
+    check: Callable[[], None] | None = None,
+    what: str = "counter",
+) -> list[Sample]:
+    """Samples from the first poll until `fetch()` >= target.
+
+    `check` runs every round and may raise (e.g. a benchmarked process died); the wait fails
+    when the count has not changed for `stall_seconds`.
+    """
+    samples: list[Sample] = []
+    last_change = time.monotonic()
+    while True:
+        count = await fetch()
+        now = time.monotonic()
+        if samples and count != samples[-1].count:
+            last_change = now
+        samples.append(Sample(now, count))
+        if on_sample is not None:
+            on_sample(count)
+        if count >= target:
+            return samples
+        if check is not None:
+            check()
+        if now - last_change > stall_seconds:
+            raise Stalled(f"{what} stuck at {count} of {target} for {stall_seconds:g}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,186 @@
+"""`sagaline bench`: measure throughput, latency, scale and timers against a same-run baseline.
+
+Everything runs on the configured RabbitMQ and PostgreSQL server but in a private namespace and
+a private database created for the run and removed afterwards (`--keep` keeps them), so it
+never touches a deployment's own queues or tables.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sagaline.cli import common
+from sagaline.cli.output import CliError, stderr, stdout
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+
+
+SECTION_HELP = "baseline, orchestrator, e2e, latency, scale, timers"
+
+
+def bench(
+    only: Annotated[
+        str | None,
+        typer.Option(help=f"Comma-separated sections to run ({SECTION_HELP}); default all."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny sizes for a smoke run (figures mean little).")
+    ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="The sizes the goals are stated for (1M sagas...).")
+    ] = False,
+    messages: Annotated[
+        int | None, typer.Option(min=1, help="Messages the bare relay baseline moves.")
+    ] = None,
+    orders: Annotated[
+        int | None, typer.Option(min=1, help="Orders for the orchestrator and scale sections.")
+    ] = None,
+    e2e_orders: Annotated[
+        int | None, typer.Option(min=1, help="Orders run end to end through real workers.")
+    ] = None,
+    latency_seconds: Annotated[
+        float | None, typer.Option(min=0.5, help="Seconds of steady load for the latency run.")
+    ] = None,
+    latency_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="Transitions/s to offer in the latency run when the orchestrator section "
+            "does not run (default: half of its measured rate).",
+        ),
+    ] = None,
+    finished: Annotated[
+        int | None, typer.Option(min=0, help="Finished sagas seeded for the scale run.")
+    ] = None,
+    live: Annotated[
+        int | None, typer.Option(min=0, help="Live sagas seeded for the scale run.")
+    ] = None,
+    timers: Annotated[
+        int | None, typer.Option(min=1, help="Sagas whose step-timeout timer is due at start.")
+    ] = None,
+    seed_history: Annotated[
+        bool,
+        typer.Option(
+            help="Seed history, inbox and outbox rows with the scale run's sagas (4 each per "
+            "finished saga), as a system that ran for a while has them."
+        ),
+    ] = True,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="Rounds of the baseline, orchestrator and scale measurements (median shown).",
+        ),
+    ] = 1,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="KEY=VALUE for the measured sagaline processes (repeatable)."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Also write the results as JSON here.")
+    ] = None,
+    keep: Annotated[
+        bool,
+        typer.Option(help="Keep the run's database, namespace and logs for inspection."),
+    ] = False,
+    fail_on_goal: Annotated[
+        bool, typer.Option(help="Exit 1 when a measured figure misses its goal.")
+    ] = False,
+) -> None:
+    """Measure sagaline on this machine's RabbitMQ and PostgreSQL.
+
+    Sections, in order: the bare aio-pika relay baseline; the orchestrator alone with stub
+    workers; end-to-end order sagas with the real workers; latency at half the orchestrator's
+    rate; the orchestrator again with finished and live sagas seeded; and due timers firing on
+    start. Prints one table (figure, ratio to the baseline, goal, pass/fail, machine) and
+    exits 1 if a section failed or a timer did not fire exactly once.
+    """
+    from sagaline.bench import config as bench_config
+    from sagaline.bench import runner
+
+    if quick and full:
+        raise CliError("--quick and --full are exclusive", exit_code=2)
+    try:
+        sizes = bench_config.QUICK if quick else bench_config.FULL if full else bench_config.Sizes()
+        overrides = {
+            "messages": messages,
+            "orders": orders,
+            "e2e_orders": e2e_orders,
+            "latency_seconds": latency_seconds,
+            "finished": finished,
+            "live": live,
+            "timers": timers,
+        }
+        sizes = replace(sizes, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        config = bench_config.BenchConfig(
+            sizes=sizes,
+            sections=bench_config.parse_only(only),
+            latency_rate=latency_rate,
+            process_env=bench_config.parse_env(env or []),
+            keep=keep,
+            seed_history=seed_history,
+            quick=quick,
+            repeat=repeat,
+        )
+        bench_config.validate(config)
+    except bench_config.ConfigError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+
+    settings = common.load_settings()
+    common.run(_preflight(settings))
+    log_dir = Path(tempfile.mkdtemp(prefix="sagaline-bench-"))
+    outcome = common.run(
+        runner.run(settings, config, console=stderr(), log_dir=log_dir, debug=common_debug())
+    )
+    from sagaline.bench import report
+
+    console = stdout()
+    if not console.is_terminal:
+        console.width = 200  # a file or a CI log: one row per figure rather than 80 columns
+    console.print(report.table(outcome.figures, outcome.document["machine"]))
+    if json_out is not None:
+        json_out.write_text(json.dumps(outcome.document, indent=2, default=str) + "\n")
+        stderr().print(f"results written to {json_out}")
+    for problem in outcome.cleanup_problems:
+        stderr().print(f"[yellow]cleanup:[/] {problem}", highlight=False)
+    timer_result = outcome.document["results"].get("timers") or {}
+    failed = bool(outcome.document["errors"]) or timer_result.get("fired_once") is False
+    if failed or keep:
+        stderr().print(f"process logs kept in {log_dir}")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    summary = outcome.document["summary"]
+    if failed or (fail_on_goal and summary["failed"]):
+        raise typer.Exit(1)
+
+
+def common_debug() -> bool:
+    import os
+
+    from sagaline.cli import DEBUG_ENV
+
+    return os.environ.get(DEBUG_ENV) == "1"
+
+
+async def _preflight(settings: object) -> None:
+    """Both servers answer (the private database is created later, so only the server)."""
+    from sagaline.bench.env import asyncpg_dsn
+    from sagaline.cli.checks import check_broker, check_database
+    from sagaline.settings import Settings
+
+    assert isinstance(settings, Settings)
+    await check_broker(settings)
+    admin = settings.model_copy(
+        update={"database_url": asyncpg_dsn(settings.database_url, "postgres")}
+    )
+    await check_database(admin)

@@ -1,0 +1,73 @@
+"""Scenario 7: PostgreSQL restarted under load (pg_ctl -m immediate) and backends terminated
+(pg_terminate_backend) under load.
+
+Runs on a private cluster (tests/faults/private.py), never the shared server. While the
+database is away, consumers hold their deliveries and retry in place (sagaline.messaging.
+delivery) instead of sending them through the retry ladder: no valid message may end in a
+parking queue because the database was briefly gone, and no process may exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sagaline.migrate import upgrade
+from sagaline.settings import Settings
+from tests.faults.conftest import open_scenario
+from tests.faults.harness import _readyz, eventually
+from tests.faults.private import PrivatePostgres
+from tests.faults.test_broker_outage import assert_never_restarted, started
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
+
+DATABASE = "sagaline_faults"
+
+
+@pytest.fixture(scope="module")
+async def postgres() -> AsyncIterator[PrivatePostgres]:
+    reason = PrivatePostgres.missing()
+    if reason is not None:
+        pytest.skip(f"no private PostgreSQL cluster: {reason}")
+    cluster = await asyncio.to_thread(PrivatePostgres.create)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.destroy()
+
+
+async def test_database_restarted_and_backends_terminated_under_load(
+    settings: Settings, postgres: PrivatePostgres, log_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    base = settings.model_copy(update={"database_url": postgres.url(DATABASE)})
+    await upgrade(base)  # as the cluster's superuser, like the suite's own database
+    async with open_scenario(base, log_dir, request.node.name) as scenario:
+        h = scenario.harness
+        (orchestrator,) = h.add_orchestrators()
+        h.add_workers()
+        await h.start_all()
+        pids = {name: h.pid(name) for name in h.names}
+        before, during, after = (scenario.workload.make(n) for n in (20, 10, 10))
+        async with scenario.shop() as shop:
+            await shop.send(before)
+            await started(scenario, before, at_least=5)
+            await postgres.stop("immediate")
+
+            async def noticed() -> bool:
+                answer = await asyncio.to_thread(_readyz, h.process(orchestrator))
+                return "database unreachable" in answer
+
+            await eventually(noticed, within=30, what="the orchestrator to notice the outage")
+            await shop.send(during)  # delivered to consumers that must hold them
+            await postgres.start()
+            await started(scenario, during, at_least=3)
+            terminated = await postgres.terminate_backends(DATABASE)
+            await shop.send(after)
+        scenario.report.notes.append(f"backends terminated={terminated}")
+        await scenario.wait_for_end(within=120)
+        assert_never_restarted(scenario, pids)
+        await scenario.verify()  # every parking queue empty: nothing parked for the outage

@@ -1,0 +1,132 @@
+"""Scenario 9: a thousand timers come due while every orchestrator is stopped.
+
+The sagas are started in-process through the real store with a clock an hour in the past, so
+their 30 s step timers are all overdue, with due times in an order unrelated to creation order.
+Fifty of them get their (declined) payment reply first, which cancels their timer. Then one
+orchestrator starts alone: each remaining timer fires exactly once, in due order (the order of
+the timer steps in the history follows due_at), and no cancelled timer ever fires. Finally the
+workers start: every saga compensates its timed-out payment and ends failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from consumers.inbox import reply_message_id
+from contracts import order as o
+from contracts.envelope import new_envelope
+from orchestrator.engine import EngineConfig, Incoming
+from orchestrator.store.step import SagaStore
+from tests.faults.conftest import Scenario
+from tests.faults.harness import eventually
+from tests.faults.workload import DECLINED, FAILED, SUCCESS, Order
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
+
+SAGAS = 1_000
+STEP_TIMEOUT = timedelta(seconds=30)
+MIX = [SUCCESS] * 19 + [DECLINED]  # one in twenty is declined: its timer gets cancelled
+
+
+async def test_a_thousand_overdue_timers_fire_once_in_due_order(scenario: Scenario) -> None:
+    orders = scenario.workload.make(SAGAS, MIX)
+    for order in orders:
+        order.states = FAILED
+    base = datetime.now(UTC) - timedelta(hours=1)
+    offsets = list(range(SAGAS))
+    random.shuffle(offsets)
+    started = {
+        o.saga_id: base + timedelta(milliseconds=10 * k)
+        for o, k in zip(orders, offsets, strict=True)
+    }
+    cancelled = await _start_sagas(scenario, orders, started)
+
+    h = scenario.harness
+    (orchestrator,) = h.add_orchestrators()
+    workers = h.add_workers()
+    await h.start_all([orchestrator], env={orchestrator: {"SAGALINE_TIMER_POLL_SECONDS": "0.2"}})
+    ids = [o.saga_id for o in orders]
+
+    async def all_fired() -> bool:
+        async with scenario.engine.connect() as conn:
+            left = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM saga.timers WHERE saga_id = ANY(:ids)"
+                    " AND name = 'step-timeout'"
+                ),
+                {"ids": ids},
+            )
+        return left == 0
+
+    await eventually(all_fired, within=120, what="every overdue timer to fire", interval=0.5)
+    async with scenario.engine.connect() as conn:
+        fired = (
+            await conn.execute(
+                text(
+                    "SELECT saga_id, at FROM saga.history WHERE saga_id = ANY(:ids)"
+                    " AND message_type = 'timer:step-timeout' ORDER BY id"
+                ),
+                {"ids": ids},
+            )
+        ).all()
+    fired_order = [row.saga_id for row in fired]
+    assert len(fired_order) == len(set(fired_order)) == SAGAS - len(cancelled)
+    assert not cancelled & set(fired_order), "a cancelled timer fired"
+    # Timers fired in one transaction share its time (`at`): count inversions inside such a
+    # batch and between batches separately, so a failure says which ordering broke.
+    steps = [(row.at, started[row.saga_id] + STEP_TIMEOUT) for row in fired]
+    inside = sum(1 for a, b in itertools.pairwise(steps) if a[0] == b[0] and b[1] < a[1])
+    across = sum(1 for a, b in itertools.pairwise(steps) if a[0] != b[0] and b[1] < a[1])
+    assert (inside, across) == (0, 0), (
+        f"timers fired out of due order: {inside} inversions inside a batch,"
+        f" {across} between batches ({len({at for at, _ in steps})} batches)"
+    )
+
+    await h.start_all(workers)
+    await scenario.verify(within=150)
+    scenario.report.notes.append(f"timers fired={len(fired_order)} cancelled={len(cancelled)}")
+
+
+async def _start_sagas(
+    scenario: Scenario, orders: list[Order], started: dict[uuid.UUID, datetime]
+) -> set[uuid.UUID]:
+    """Start every saga at its own time; answer the declined ones at once (cancelling their
+    timer) with the reply id the payments worker will use, so its real reply is a duplicate."""
+    topology = scenario.settings.topology
+    config = EngineConfig(step_timeout=STEP_TIMEOUT)
+    cancelled: set[uuid.UUID] = set()
+    queue: asyncio.Queue[Order] = asyncio.Queue()
+    for order in orders:
+        queue.put_nowait(order)
+
+    async def work() -> None:
+        while not queue.empty():
+            order = queue.get_nowait()
+            at = started[order.saga_id]
+            store = SagaStore(scenario.engine, topology, config, clock=lambda at=at: at)
+            result = await store.handle(Incoming.from_envelope(order.submitted))
+            assert result.decision is not None
+            if order.case is DECLINED:
+                (command,) = result.decision.outgoing
+                reply = new_envelope(
+                    o.PaymentFailed(order_id=order.order_id, reason="card declined"),
+                    correlation_id=order.saga_id,
+                    causation_id=command.message_id,
+                    message_id=reply_message_id(command.message_id),
+                )
+                later = SagaStore(
+                    scenario.engine, topology, config, clock=lambda at=at: at + timedelta(1e-3)
+                )
+                await later.handle(Incoming.from_envelope(reply))
+                scenario.extra_inputs.append(reply.message_id)
+                cancelled.add(order.saga_id)
+
+    await asyncio.gather(*(work() for _ in range(4)))
+    return cancelled

@@ -1,0 +1,76 @@
+"""sagaline bench: sections, size presets and option validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagaline.bench.config import (
+    FULL,
+    QUICK,
+    SECTIONS,
+    BenchConfig,
+    ConfigError,
+    Sizes,
+    parse_env,
+    parse_only,
+    validate,
+)
+
+
+def test_no_only_means_every_section_in_run_order() -> None:
+    assert parse_only(None) == SECTIONS
+    assert parse_only(" ") == SECTIONS
+
+
+def test_only_keeps_run_order_whatever_the_order_given() -> None:
+    assert parse_only("timers, baseline") == ("baseline", "timers")
+
+
+def test_scale_brings_the_orchestrator_run_it_is_compared_with() -> None:
+    assert parse_only("scale") == ("orchestrator", "scale")
+
+
+def test_unknown_sections_are_named() -> None:
+    with pytest.raises(ConfigError, match="bogus"):
+        parse_only("baseline,bogus")
+
+
+def test_env_pairs() -> None:
+    assert parse_env(["SAGALINE_PREFETCH=64", "A_B="]) == (("SAGALINE_PREFETCH", "64"), ("A_B", ""))
+    for bad in ("NOEQUALS", "=1", "BAD KEY=1"):
+        with pytest.raises(ConfigError, match="KEY=VALUE"):
+            parse_env([bad])
+
+
+def test_latency_alone_needs_a_rate() -> None:
+    with pytest.raises(ConfigError, match="--latency-rate"):
+        validate(BenchConfig(sections=("latency",)))
+    validate(BenchConfig(sections=("latency",), latency_rate=300.0))
+    validate(BenchConfig(sections=("orchestrator", "latency")))
+
+
+def test_sizes_are_checked() -> None:
+    with pytest.raises(ConfigError, match="orders"):
+        validate(BenchConfig(sizes=Sizes(orders=0)))
+    with pytest.raises(ConfigError, match="negative"):
+        validate(BenchConfig(sizes=Sizes(live=-1)))
+    with pytest.raises(ConfigError, match="latency"):
+        validate(BenchConfig(sizes=Sizes(latency_seconds=0)))
+
+
+def test_repeat_is_at_least_one() -> None:
+    with pytest.raises(ConfigError, match="repeat"):
+        validate(BenchConfig(repeat=0))
+
+
+def test_presets_are_valid_and_ordered_by_size() -> None:
+    for sizes in (QUICK, Sizes(), FULL):
+        validate(BenchConfig(sizes=sizes))
+    assert QUICK.orders < Sizes().orders <= FULL.orders
+    assert (FULL.finished, FULL.live, FULL.timers) == (1_000_000, 100_000, 100_000)
+
+
+def test_with_sizes_changes_only_the_named_sizes() -> None:
+    config = BenchConfig().with_sizes(orders=7)
+    assert config.sizes.orders == 7
+    assert config.sizes.messages == Sizes().messages

@@ -1,0 +1,185 @@
+"""sagaline bench: figures, ratios, goal checks, the table and the JSON document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from sagaline.bench.report import (
+    ERROR,
+    FAIL,
+    NO_GOAL,
+    NOT_RUN,
+    PASS,
+    SCHEMA,
+    document,
+    figures,
+    format_value,
+    overall,
+    projected_timer_seconds,
+    status_text,
+    table,
+)
+
+MACHINE = {"cores": 2, "memory_gib": 23.5, "cpu_model": "AMD EPYC", "python": "3.11.7",
+           "rabbitmq": "3.10.8", "postgresql": "15.20"}  # fmt: skip
+
+
+def results(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    value: dict[str, dict[str, Any]] = {
+        "baseline": {"msgs_per_s": 3000.0, "messages": 20_000, "body_bytes": 200, "batch": 64,
+                     "max_wait_ms": 5.0, "two_hop_msgs_per_s": 1800.0,
+                     "cpu_cores": {"relay1": 0.9, "rabbitmq": 0.8}},
+        "orchestrator": {"transitions_per_s": 2700.0, "orders": 3000,
+                         "cpu_cores": {"orchestrator": 0.95, "machine": 1.9}},
+        "e2e": {"sagas_per_s": 300.0, "orders": 2000},
+        "latency": {"p50_ms": 9.0, "p95_ms": 20.0, "p99_ms": 40.0, "count": 900,
+                    "offered_transitions_per_s": 1350.0},
+        "scale": {"transitions_per_s": 2500.0, "orders": 3000, "finished": 1_000_000,
+                  "live": 100_000, "database_size": "5 GB"},
+        "timers": {"timers": 100_000, "seconds": 50.0, "ready_seconds": 3.0,
+                   "timers_per_s": 2100.0, "fired_once": True, "sagas_fired": 100_000,
+                   "fired_more_than_once": 0, "due_timers_left": 0},
+    }  # fmt: skip
+    for key, update in changes.items():
+        value[key] = {**value[key], **update}
+    return value
+
+
+def by_key(figs: list[Any]) -> dict[str, Any]:
+    return {f.key: f for f in figs}
+
+
+def test_all_goals_met() -> None:
+    figs = by_key(figures(results()))
+    assert figs["baseline_msgs_per_s"].status == NO_GOAL
+    orch = figs["orchestrator_transitions_per_s"]
+    assert orch.ratio == pytest.approx(0.9)
+    assert orch.status == PASS
+    assert "orch 0.95" in orch.note
+    assert "1.50x two relays" in orch.note
+    two = figs["two_hop_msgs_per_s"]
+    assert two.ratio == pytest.approx(0.6)
+    assert two.status == NO_GOAL
+    assert "relay1 0.90 mq 0.80" in figs["baseline_msgs_per_s"].note
+    assert figs["e2e_sagas_per_s"].status == PASS
+    assert "0.70x baseline" in figs["e2e_sagas_per_s"].note  # 300 sagas/s * 7 hops / 3000
+    assert figs["latency_p50_ms"].status == NO_GOAL
+    assert figs["latency_p99_ms"].status == PASS
+    scale = figs["scale_transitions_per_s"]
+    assert scale.ratio == pytest.approx(2500 / 2700)
+    assert scale.status == PASS
+    assert scale.label == "Orchestrator, 1M finished + 100k live"
+    assert figs["timers_all_fired_seconds"].status == PASS
+    assert overall(list(figs.values()))["goals_met"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"orchestrator": {"transitions_per_s": 2300.0}}, "orchestrator_transitions_per_s"),
+        ({"e2e": {"sagas_per_s": 249.0}}, "e2e_sagas_per_s"),
+        ({"latency": {"p99_ms": 50.1}}, "latency_p99_ms"),
+        ({"scale": {"transitions_per_s": 2400.0}}, "scale_transitions_per_s"),
+        ({"timers": {"seconds": 61.0}}, "timers_all_fired_seconds"),
+        ({"timers": {"fired_once": False, "fired_more_than_once": 3}}, "timers_all_fired_seconds"),
+    ],
+)
+def test_each_goal_can_fail(changes: dict[str, dict[str, Any]], key: str) -> None:
+    figs = figures(results(**changes))
+    assert by_key(figs)[key].status == FAIL
+    summary = overall(figs)
+    assert not summary["goals_met"]
+    assert summary["failed"] == 1
+
+
+def test_a_timer_that_did_not_fire_exactly_once_is_spelled_out() -> None:
+    changes = {"timers": {"fired_once": False, "fired_more_than_once": 3, "due_timers_left": 2}}
+    note = by_key(figures(results(**changes)))["timers_all_fired_seconds"].note
+    assert "NOT each fired once" in note
+    assert "3 more than once, 2 left" in note
+
+
+def test_missing_sections_are_not_run_or_errors() -> None:
+    value = results()
+    del value["baseline"]
+    del value["latency"]
+    figs = by_key(figures(value, {"latency": "Stalled: transitions stuck"}))
+    assert figs["baseline_msgs_per_s"].status == NOT_RUN
+    assert figs["two_hop_msgs_per_s"].status == NOT_RUN
+    orch = figs["orchestrator_transitions_per_s"]
+    assert orch.ratio is None
+    assert orch.status == NO_GOAL
+    assert "no baseline" in orch.note
+    assert figs["latency_p99_ms"].status == ERROR
+    assert figs["latency_p99_ms"].note == "Stalled: transitions stuck"
+    assert overall(list(figs.values()))["errors"] == 3  # p50, p95, p99
+
+
+def test_below_goal_size_is_flagged_and_timers_are_projected() -> None:
+    small = results(
+        scale={"finished": 200_000, "live": 20_000},
+        timers={"timers": 20_000, "seconds": 13.0, "ready_seconds": 3.0},
+    )
+    figs = by_key(figures(small))
+    scale = figs["scale_transitions_per_s"]
+    assert not scale.at_goal_size
+    assert status_text(scale) == "pass*"
+    assert "goal is for 1M + 100k" in scale.note
+    timer = figs["timers_all_fired_seconds"]
+    assert not timer.at_goal_size
+    # 3 s start-up + 10 s firing per 20k -> 3 + 50 = 53 s for 100k: within the goal.
+    assert projected_timer_seconds(small["timers"]) == pytest.approx(53.0)
+    assert timer.status == PASS
+    assert "projected to 100k: 53 s" in timer.note
+    summary = overall(list(figs.values()))
+    assert summary["below_goal_size"] == ["scale_transitions_per_s", "timers_all_fired_seconds"]
+
+
+def test_projected_timers_can_fail() -> None:
+    small = results(timers={"timers": 10_000, "seconds": 10.0, "ready_seconds": 2.0})
+    assert by_key(figures(small))["timers_all_fired_seconds"].status == FAIL  # 2 + 80 s
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "—"), (3241.7, "3,242"), (42.25, "42.2"), (4.567, "4.57"), (100.0, "100")],
+)
+def test_format_value(value: float | None, text: str) -> None:
+    assert format_value(value) == text
+
+
+def test_table_has_one_row_per_figure_and_the_machine_line() -> None:
+    figs = figures(results())
+    console = Console(width=250, record=True)
+    console.print(table(figs, MACHINE))
+    text = console.export_text()
+    for figure in figs:
+        assert figure.label in text
+    assert "0.90x baseline" in text
+    assert "2 cores · 23.5 GiB · AMD EPYC · Python 3.11.7 · RabbitMQ 3.10.8" in text
+
+
+def test_document_is_json_with_the_same_figures() -> None:
+    figs = figures(results())
+    doc = document(
+        figs=figs,
+        results=results(),
+        errors={},
+        machine=MACHINE,
+        config={"sizes": {"orders": 3000}},
+        command=["sagaline", "bench"],
+        started_at="2025-01-01T00:00:00+00:00",
+        finished_at="2025-01-01T00:10:00+00:00",
+    )
+    parsed = json.loads(json.dumps(doc))
+    assert parsed["schema"] == SCHEMA
+    assert [f["key"] for f in parsed["figures"]] == [f.key for f in figs]
+    assert set(parsed["figures"][0]) >= {"key", "label", "value", "unit", "ratio", "goal",
+                                          "status", "at_goal_size", "note"}  # fmt: skip
+    assert parsed["summary"]["goals_met"] is True
+    assert parsed["machine"]["cores"] == 2
+    assert set(parsed["results"]) == set(results())
