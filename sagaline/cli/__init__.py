@@ -20,10 +20,10 @@ import typer
 from typer._click.exceptions import Abort, ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from sagaline.cli import bench, demo, diagram, dlq, migrate, saga, up
+from sagaline.cli import approvals, bench, demo, diagram, dlq, migrate, saga, up
 from sagaline.cli.output import CliError, error_line, one_line
 
-_COMMANDS = (migrate, up, demo, dlq, saga, diagram, bench)
+_COMMANDS = (migrate, up, demo, dlq, saga, diagram, approvals, bench)
 
 DEBUG_ENV = "SAGALINE_DEBUG"
 """Set to 1 to let unexpected errors show their traceback (for bug reports)."""

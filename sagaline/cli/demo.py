@@ -35,6 +35,9 @@ demo_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
+    from sagaline.cli import demo_workflows
+
+    demo_workflows.register(demo_app)
     app.add_typer(demo_app, name="demo")
 
 

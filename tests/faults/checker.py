@@ -150,8 +150,21 @@ async def wait_for_end(engine: AsyncEngine, orders: Iterable[Order], within: flo
     try:
         await eventually(probe, within=within, what="the end state", interval=0.25)
     except AssertionError as exc:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT s.id, i.state FROM unnest(CAST(:ids AS uuid[])) AS s(id)"
+                        " LEFT JOIN saga.instances i ON i.id = s.id"
+                        " WHERE i.id IS NULL OR i.finished_at IS NULL LIMIT 10"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
+        stuck = ", ".join(f"{r.id}: {r.state or 'never started'}" for r in rows)
         raise AssertionError(
-            f"{exc}: unfinished sagas, unpublished outbox rows, unanswered commands = {last}"
+            f"{exc}: unfinished sagas, unpublished outbox rows, unanswered commands, sagas"
+            f" = {last}; unfinished: {stuck}"
         ) from None
 
 
