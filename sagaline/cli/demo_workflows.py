@@ -9,7 +9,7 @@ import typer
 
 from sagaline.cli import common
 from sagaline.cli.checks import check_broker, check_database
-from sagaline.cli.output import CliError, print_json, stdout
+from sagaline.cli.output import CliError, print_json, stderr, stdout
 
 
 def register(demo_app: typer.Typer) -> None:
@@ -73,7 +73,8 @@ def _tag() -> str:
 
 
 def _step(text: str) -> None:
-    stdout().print(f"[dim]·[/] {text}", soft_wrap=True)
+    # Progress goes to stderr so that `--json` keeps stdout machine-readable.
+    stderr().print(f"[dim]·[/] {text}", soft_wrap=True)
 
 
 def _finish(summary: dict[str, Any], ok: bool, json_output: bool) -> None:
