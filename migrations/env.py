@@ -27,6 +27,7 @@ async def _run_async() -> None:
         {"sqlalchemy.url": config.get_main_option("sqlalchemy.url")},
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
+        connect_args=config.attributes.get("connect_args", {}),
     )
     async with engine.connect() as connection:
         await connection.run_sync(_run)

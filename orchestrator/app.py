@@ -25,6 +25,7 @@ from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.errors import PermanentMessageError
 from sagaline.service import Background, Resources, build_service
 from sagaline.settings import Settings
+from sagaline.tls import db_connect_args
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 _tracer = trace.get_tracer("sagaline.orchestrator")
@@ -146,12 +147,13 @@ class Orchestrator:
         assert self.metrics is not None
         self.relay = OutboxRelay(
             resources.engine,
-            resources.channel,
+            resources.connection,
             commands_exchange=resources.topology.commands_exchange,
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
             clock=self.clock,
             on_published=self.metrics.outbox_published.inc,
+            listener_connect_args=db_connect_args(self.settings),
         )
         self.timers = TimerLoop(
             self.store,

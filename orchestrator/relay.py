@@ -4,6 +4,13 @@ Woken by LISTEN/NOTIFY (delivered at commit) with a polling fallback. Several re
 rows are claimed with FOR UPDATE SKIP LOCKED, so each row is published by one relay at a time.
 A crash after publishing and before marking re-publishes the row with the same message id;
 consumers' inboxes absorb the duplicate.
+
+The relay publishes on a channel of its own. A broker error on it (an exchange deleted under
+it, a broker restart) closes only that channel, never the intake's or the delivery handler's;
+the relay reopens it on its next round. A row whose exchange does not exist stays unpublished
+(and is logged) without holding back rows for other exchanges: exchanges are checked on a
+throwaway channel before the first publish to them, and missing ones are left out of the claim
+until a later check finds them.
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 import asyncpg
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,30 +43,40 @@ log = logging.getLogger("sagaline.relay")
 class OutboxRelay(BackgroundLoop):
     name = "outbox-relay"
 
+    missing_recheck_seconds = 10.0
+    """How often an exchange found missing is looked for again (and its rows logged again)."""
+
     def __init__(
         self,
         engine: AsyncEngine,
-        channel: AbstractChannel,
+        connection: AbstractConnection,
         *,
         commands_exchange: str,
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         clock: Clock = utcnow,
         on_published: Callable[[int], None] | None = None,
+        listener_connect_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(poll_seconds)
         self.engine = engine
-        self.channel = channel
+        self.connection = connection
         self.commands_exchange = commands_exchange
         self.batch_size = batch_size
         self.clock = clock
         self.on_published = on_published
+        self.listener_connect_args = listener_connect_args or {}
         self.published = 0
         self._listener: asyncpg.Connection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._missing: dict[str, float] = {}
+        """Exchange name -> monotonic time it was last found missing."""
 
     async def stop(self) -> None:
         await super().stop()
         await self._close_listener()
+        await self._close_channel()
 
     async def run_once(self) -> bool:
         await self._ensure_listener()
@@ -65,30 +84,54 @@ class OutboxRelay(BackgroundLoop):
 
     async def on_error(self) -> None:
         await self._close_listener()
+        await self._close_channel()
+
+    @property
+    def missing_exchanges(self) -> set[str]:
+        return set(self._missing)
 
     async def publish_batch(self) -> int:
         """Publish up to batch_size unpublished rows; returns how many were confirmed."""
+        self._forget_missing_due_for_recheck()
+        while True:
+            held_before = len(self._missing)
+            confirmed = await self._claim_and_publish()
+            # A claim of only held rows found a new missing exchange: claim again without it.
+            if confirmed is not None or len(self._missing) == held_before:
+                break
+        count = len(confirmed or ())
+        self.published += count
+        if self.on_published is not None and count:
+            self.on_published(count)
+        return count
+
+    async def _claim_and_publish(self) -> list[int] | None:
+        """The confirmed row ids; None when every claimed row's exchange was missing."""
         async with self.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        outbox.c.id,
-                        outbox.c.message_id,
-                        outbox.c.saga_id,
-                        outbox.c.exchange,
-                        outbox.c.routing_key,
-                        outbox.c.message_type,
-                        outbox.c.body,
-                        outbox.c.headers,
-                    )
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
+            query = (
+                select(
+                    outbox.c.id,
+                    outbox.c.message_id,
+                    outbox.c.saga_id,
+                    outbox.c.exchange,
+                    outbox.c.routing_key,
+                    outbox.c.message_type,
+                    outbox.c.body,
+                    outbox.c.headers,
                 )
-            ).all()
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            if self._missing:
+                query = query.where(outbox.c.exchange.not_in(sorted(self._missing)))
+            claimed = (await conn.execute(query)).all()
+            if not claimed:
+                return []
+            rows = await self._routable(claimed)
             if not rows:
-                return 0
+                return None
             confirmed = await self._publish(rows)
             crash_point("orchestrator.after_publish_before_mark")
             if confirmed:
@@ -97,15 +140,64 @@ class OutboxRelay(BackgroundLoop):
                     .where(outbox.c.id.in_(confirmed))
                     .values(published_at=self.clock())
                 )
-        self.published += len(confirmed)
-        if self.on_published is not None:
-            self.on_published(len(confirmed))
-        return len(confirmed)
+        return confirmed
+
+    async def _routable(self, rows: Sequence[Any]) -> list[Any]:
+        """The rows whose exchange exists; the others are logged and left unpublished."""
+        channel = await self._publish_channel()
+        unknown = {row.exchange for row in rows} - set(self._exchanges)
+        if unknown:
+            for name in sorted(unknown):
+                if await self._exchange_exists(name):
+                    self._exchanges[name] = await channel.get_exchange(name, ensure=False)
+                else:
+                    self._missing[name] = time.monotonic()
+                    log.error(
+                        "outbox rows held: their exchange does not exist",
+                        extra={
+                            "exchange": name,
+                            "rows": sum(1 for row in rows if row.exchange == name),
+                        },
+                    )
+        return [row for row in rows if row.exchange in self._exchanges]
+
+    async def _exchange_exists(self, name: str) -> bool:
+        if not name:
+            return True  # the default exchange always exists and cannot be declared
+        # A passive declare of a missing exchange closes its channel: use a throwaway one.
+        probe = await self.connection.channel(publisher_confirms=False)
+        try:
+            await probe.declare_exchange(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.close()
+        return True
+
+    def _forget_missing_due_for_recheck(self) -> None:
+        now = time.monotonic()
+        for name, since in list(self._missing.items()):
+            if now - since >= self.missing_recheck_seconds:
+                del self._missing[name]
+
+    async def _publish_channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            self._exchanges.clear()  # exchange objects are bound to the channel they came from
+            self._channel = await self.connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+        return self._channel
+
+    async def _close_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        self._exchanges.clear()
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def _publish(self, rows: Sequence[Any]) -> list[int]:
-        exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
-        for name in {row.exchange for row in rows}:
-            exchanges[name] = await self.channel.get_exchange(name, ensure=False)
+        exchanges = self._exchanges
 
         async def one(row: Any) -> None:
             message = amqp_message(
@@ -146,7 +238,9 @@ class OutboxRelay(BackgroundLoop):
         if self._listener is not None and not self._listener.is_closed():
             return
         url = make_url(self.engine.url).set(drivername="postgresql")
-        self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
+        self._listener = await asyncpg.connect(
+            url.render_as_string(hide_password=False), **self.listener_connect_args
+        )
         await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake())
 
     async def _close_listener(self) -> None:

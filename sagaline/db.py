@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from sagaline.settings import Settings
+from sagaline.tls import db_connect_args
 
 _OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     ConnectionError,
@@ -55,6 +56,7 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         max_overflow=0,
         pool_pre_ping=True,
         pool_recycle=1800,
+        connect_args=db_connect_args(settings),
     )
 
 

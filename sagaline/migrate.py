@@ -16,6 +16,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 from sagaline.settings import Settings
+from sagaline.tls import db_connect_args
 
 log = logging.getLogger("sagaline.migrate")
 
@@ -28,6 +29,7 @@ def alembic_config(settings: Settings) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would choke on a '%' in a password.
     config.set_main_option("sqlalchemy.url", settings.sqlalchemy_url.replace("%", "%%"))
+    config.attributes["connect_args"] = db_connect_args(settings)  # TLS (sagaline/tls.py)
     return config
 
 
@@ -44,9 +46,9 @@ async def ensure_database(settings: Settings) -> None:
     if not name:
         return
     try:
-        conn = await asyncpg.connect(_dsn(settings))
+        conn = await asyncpg.connect(_dsn(settings), **db_connect_args(settings))
     except asyncpg.InvalidCatalogNameError:
-        admin = await asyncpg.connect(_dsn(settings, "postgres"))
+        admin = await asyncpg.connect(_dsn(settings, "postgres"), **db_connect_args(settings))
         try:
             quoted = '"' + name.replace('"', '""') + '"'
             await admin.execute(f"CREATE DATABASE {quoted}")
@@ -61,7 +63,7 @@ async def ensure_database(settings: Settings) -> None:
 
 async def upgrade(settings: Settings, revision: str = "head") -> None:
     await ensure_database(settings)
-    lock_conn = await asyncpg.connect(_dsn(settings))
+    lock_conn = await asyncpg.connect(_dsn(settings), **db_connect_args(settings))
     try:
         await lock_conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         # alembic's env.py calls asyncio.run(); run it off this loop's thread.
@@ -74,7 +76,7 @@ async def upgrade(settings: Settings, revision: str = "head") -> None:
 
 
 async def current_revision(settings: Settings) -> str | None:
-    conn = await asyncpg.connect(_dsn(settings))
+    conn = await asyncpg.connect(_dsn(settings), **db_connect_args(settings))
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL")
         if not exists:

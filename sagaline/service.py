@@ -29,6 +29,7 @@ from sagaline.db import create_engine
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import DeliveryHandler, Process
 from sagaline.settings import Settings
+from sagaline.tls import amqp_connect_options, broker_security
 
 log = logging.getLogger("sagaline.service")
 
@@ -66,9 +67,12 @@ Bindings = Callable[[Topology], Sequence[tuple[str, str]]]
 
 
 async def connect_amqp(settings: Settings) -> AbstractRobustConnection:
-    return await aio_pika.connect_robust(
-        settings.amqp_url, client_properties={"connection_name": "sagaline"}
+    connection: AbstractRobustConnection = await aio_pika.connect_robust(
+        settings.amqp_url,
+        client_properties={"connection_name": "sagaline"},
+        **amqp_connect_options(settings),
     )
+    return connection
 
 
 async def confirm_channel(connection: AbstractRobustConnection) -> AbstractChannel:
@@ -90,6 +94,7 @@ def build_service(
     registry = CollectorRegistry()
     broker = RabbitBroker(
         settings.amqp_url,
+        security=broker_security(settings),
         # Bounded prefetch: in-flight concurrency equals prefetch for RabbitMQ subscribers.
         default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
         graceful_timeout=settings.graceful_timeout_seconds,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -54,6 +54,25 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
+
+    # TLS and database roles (sagaline/tls.py; README "Security").
+    amqp_ca_file: str | None = None
+    """amqps:// only: CA bundle the broker's certificate must chain to (unset: system CAs)."""
+    amqp_cert_file: str | None = None
+    """amqps:// only: client certificate (PEM) for mutual TLS, with amqp_key_file."""
+    amqp_key_file: str | None = None
+    db_sslmode: (
+        Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None
+    ) = None
+    """PostgreSQL TLS, libpq's sslmode values. Unset: the driver's default (PGSSLMODE, else
+    prefer). verify-full checks the server certificate's chain and host name."""
+    db_sslrootcert: str | None = None
+    """CA bundle the database server's certificate must chain to (require/verify-*)."""
+    db_sslcert: str | None = None
+    """Client certificate (PEM) for the database, with db_sslkey."""
+    db_sslkey: str | None = None
+    db_runtime_role: str = Field(default="sagaline_runtime", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """The role migrations grant data access (no DDL) to; processes log in as a member of it."""
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -8,9 +8,11 @@ database and its own broker namespace, both removed afterwards even when tests f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -78,6 +80,22 @@ async def _drop_database(admin_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def own_database(settings: Settings, **changes: Any) -> AsyncIterator[Settings]:
+    """`settings` pointed at a fresh, migrated database of its own (dropped afterwards), with
+    `changes` applied. For tests that leave outbox rows behind or run a relay: every relay
+    publishes every unpublished row of its database, whatever test wrote it."""
+    database = f"{make_url(settings.database_url).database}_{uuid.uuid4().hex[:6]}"
+    own = settings.model_copy(
+        update={"database_url": _with_database(settings.database_url, database), **changes}
+    )
+    await upgrade(own)
+    try:
+        yield own
+    finally:
+        await _drop_database(_with_database(settings.database_url, "postgres"), database)
 
 
 CONSUMERS = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aio_pika
@@ -39,6 +39,7 @@ async def publish_window(
     *,
     window: int = 256,
     mandatory: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Publish (routing key, message) pairs, awaiting confirms `window` at a time."""
     sent = 0
@@ -49,6 +50,8 @@ async def publish_window(
             await asyncio.gather(*pending)
             sent += len(pending)
             pending = []
+            if progress is not None:
+                progress(sent)
     if pending:
         await asyncio.gather(*pending)
         sent += len(pending)
@@ -56,10 +59,15 @@ async def publish_window(
 
 
 async def publish_envelopes(
-    channel: AbstractChannel, exchange_name: str, envelopes: Iterable[Envelope[Any]]
+    channel: AbstractChannel,
+    exchange_name: str,
+    envelopes: Iterable[Envelope[Any]],
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     exchange = await channel.get_exchange(exchange_name, ensure=False)
-    return await publish_window(exchange, ((e.type, envelope_message(e)) for e in envelopes))
+    return await publish_window(
+        exchange, ((e.type, envelope_message(e)) for e in envelopes), progress=progress
+    )
 
 
 async def queue_depth(connection: AbstractConnection, name: str) -> int:

@@ -68,12 +68,12 @@ async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
         ones, twos = [], []
         for _ in range(config.repeat):
             step.phase("filling queue A", count)
-            fill_seconds = await _fill(channel, a, count)
+            fill_seconds = await _fill(channel, a, count, step)
             step.phase("relaying A -> B", count)
             ones.append(await _relay(env, config, connection, [(a, b)], count, step))
             await (await channel.get_queue(b)).purge()
             step.phase("filling queue A", count)
-            await _fill(channel, a, count)
+            await _fill(channel, a, count, step)
             step.phase("relaying A -> B -> C", count)
             twos.append(await _relay(env, config, connection, [(a, b), (b, c)], count, step))
             await (await channel.get_queue(c)).purge()
@@ -97,11 +97,14 @@ async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
     }
 
 
-async def _fill(channel: AbstractChannel, queue: str, count: int) -> float:
+async def _fill(channel: AbstractChannel, queue: str, count: int, step: Step) -> float:
     await (await channel.get_queue(queue)).purge()
     started = time.monotonic()
     await amqp.publish_window(
-        channel.default_exchange, ((queue, m) for m in relay_messages(count)), window=500
+        channel.default_exchange,
+        ((queue, m) for m in relay_messages(count)),
+        window=500,
+        progress=step.update,
     )
     return time.monotonic() - started
 
@@ -124,17 +127,20 @@ async def _relay(
     ]
     final = hops[-1][1]
     pids = {f"relay{i + 1}": h.pid for i, h in enumerate(helpers) if h.pid is not None}
+    before = cpu.snapshot(pids, env.servers)
+    started = time.monotonic()
+    results = asyncio.gather(*(h.read_json_line(within=60 + count / 200) for h in helpers))
     try:
-        before = cpu.snapshot(pids, env.servers)
-        started = time.monotonic()
-        results = asyncio.gather(*(h.read_json_line(within=60 + count / 200) for h in helpers))
         while not results.done():
             step.update(await amqp.queue_depth(connection, final))
             await asyncio.wait({results}, timeout=0.5)
         reports = results.result()
         usage = cpu.usage(before, cpu.snapshot(pids, env.servers), time.monotonic() - started)
     finally:
+        results.cancel()  # when interrupted: the helpers are about to be stopped
         await env.stop(*helpers)
+        if results.done() and not results.cancelled():
+            results.exception()  # retrieved: an interrupted run reports the interruption
     delivered = await amqp.queue_depth(connection, final)
     step.update(delivered)
     if delivered != count:

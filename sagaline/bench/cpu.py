@@ -121,7 +121,8 @@ def snapshot(named_pids: dict[str, int], servers: dict[int, str] | None = None) 
 
 
 def usage(before: CpuSnapshot, after: CpuSnapshot, wall_seconds: float) -> dict[str, float]:
-    """Cores used on average per group over the interval, plus `machine` (all cores busy).
+    """Cores used on average per group over the interval, plus `other` (the rest) and
+    `machine` (all cores busy).
 
     Per pid, so that a process that started meanwhile counts from zero; one that exited
     meanwhile (a short-lived PostgreSQL backend) is missing, never negative.
@@ -134,5 +135,9 @@ def usage(before: CpuSnapshot, after: CpuSnapshot, wall_seconds: float) -> dict[
         spent = seconds - previous[1] if previous is not None and previous[0] == group else seconds
         groups[group] = groups.get(group, 0.0) + max(0.0, spent)
     result = {group: round(spent / wall_seconds, 2) for group, spent in sorted(groups.items())}
-    result["machine"] = round((after.busy - before.busy) / wall_seconds, 2)
+    machine = (after.busy - before.busy) / wall_seconds
+    # Everything else: the benchmark's own polling, and whatever else runs on the box. More
+    # than a few tenths of a core means the figure was measured on a busy machine.
+    result["other"] = round(max(0.0, machine - sum(groups.values()) / wall_seconds), 2)
+    result["machine"] = round(machine, 2)
     return result

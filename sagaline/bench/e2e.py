@@ -64,6 +64,7 @@ async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
                 channel,
                 env.settings.topology.events_exchange,
                 (order_envelope(run_tag, i) for i in range(orders)),
+                progress=step.update,
             )
             published = time.monotonic()
         finally:

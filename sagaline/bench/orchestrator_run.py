@@ -89,6 +89,7 @@ async def drive(
             channel,
             env.settings.topology.events_exchange,
             (order_envelope(run_tag, i) for i in range(orders)),
+            progress=step.update,
         )
         published = time.monotonic()
     finally:

@@ -64,6 +64,11 @@ def _missing(
 _SHORT = {"orchestrator": "orch", "postgresql": "pg", "rabbitmq": "mq", "machine": "all"}
 
 
+def _join(*parts: str) -> str:
+    """Note parts joined with "; ", empty ones left out."""
+    return "; ".join(part for part in parts if part)
+
+
 def _cores(result: Mapping[str, Any]) -> str:
     """Cores each process used on average, e.g. "cores: orch 0.95 pg 0.40 mq 0.35 all 1.98"."""
     cores = result.get("cpu_cores") or {}
@@ -78,8 +83,11 @@ def _baseline(base: Mapping[str, Any]) -> Figure:
         base.get("msgs_per_s"),
         "msgs/s",
         goal="reference",
-        note=f"{base['messages']:,} msgs of {base['body_bytes']} B, quorum, persistent, "
-        f"confirms; batch {base['batch']} / {base['max_wait_ms']:g} ms; {_cores(base)}",
+        note=_join(
+            f"{base['messages']:,} msgs of {base['body_bytes']} B, quorum, persistent, "
+            f"confirms; batch {base['batch']} / {base['max_wait_ms']:g} ms",
+            _cores(base),
+        ),
     )
 
 
@@ -94,7 +102,7 @@ def _two_hop(base: Mapping[str, Any]) -> Figure:
         ratio(rate, base.get("msgs_per_s")),
         "baseline",
         goal="reference",
-        note=f"the orchestrator section's shape (its hop + the stub's hop); {cores}",
+        note=_join("the orchestrator section's shape (its hop + the stub's hop)", cores),
     )
 
 
@@ -103,7 +111,7 @@ def _orchestrator(
 ) -> Figure:
     rate = orch.get("transitions_per_s")
     r = ratio(rate, base_rate)
-    note = f"{orch['orders']:,} orders; {_cores(orch)}"
+    note = _join(f"{orch['orders']:,} orders", _cores(orch))
     wal = orch.get("wal_per_transition") or {}
     if wal:
         note += f"; WAL {wal['wal_bytes'] / 1024:.1f} kB, {wal['wal_fpi']:.2f} FPI per transition"
@@ -138,7 +146,7 @@ def _e2e(e2e: Mapping[str, Any], base_rate: float | None) -> Figure:
         "sagas/s",
         goal=f">= {GOAL_E2E_SAGAS_PER_S:g} sagas/s",
         status=_status(rate is not None and rate >= GOAL_E2E_SAGAS_PER_S),
-        note=f"{note}; {_cores(e2e)}",
+        note=_join(note, _cores(e2e)),
     )
 
 
@@ -156,7 +164,7 @@ def _latency(lat: Mapping[str, Any], q: str) -> Figure:
         "ms",
         goal=goal,
         status=status,
-        note=f"{lat['count']:,} commands at {offered:,.0f} transitions/s; {_cores(lat)}",
+        note=_join(f"{lat['count']:,} commands at {offered:,.0f} transitions/s", _cores(lat)),
     )
 
 
@@ -189,7 +197,7 @@ def _timers(timers: Mapping[str, Any]) -> Figure:
     seconds = float(timers["seconds"])
     at_size = count >= GOAL_TIMERS
     judged = seconds if at_size else projected_timer_seconds(timers)
-    note = f"ready after {timers['ready_seconds']:.1f} s; {_cores(timers)}"
+    note = _join(f"ready after {timers['ready_seconds']:.1f} s", _cores(timers))
     if timers.get("timers_per_s"):
         note += f"; {timers['timers_per_s']:,.0f} timers/s"
     if not at_size:
@@ -363,6 +371,21 @@ def table(figs: list[Figure], machine: Mapping[str, Any], title: str = "sagaline
     return out
 
 
+BUSY_OTHER_CORES = 0.5
+"""Cores used by other processes during a measurement above which it is flagged as noisy."""
+
+
+def busy_sections(results: Results) -> dict[str, float]:
+    """Sections measured while other processes used more than BUSY_OTHER_CORES cores."""
+    busy: dict[str, float] = {}
+    for name, result in results.items():
+        for key in ("cpu_cores", "two_hop_cpu_cores"):
+            other = (result.get(key) or {}).get("other")
+            if other is not None and other > BUSY_OTHER_CORES:
+                busy[name] = max(busy.get(name, 0.0), float(other))
+    return busy
+
+
 def overall(figs: list[Figure]) -> dict[str, Any]:
     judged = [f for f in figs if f.status in (PASS, FAIL)]
     return {
@@ -394,7 +417,7 @@ def document(
         "machine": dict(machine),
         "config": dict(config),
         "figures": [f.to_json() for f in figs],
-        "summary": overall(figs),
+        "summary": {**overall(figs), "busy_sections": busy_sections(results)},
         "results": {k: dict(v) for k, v in results.items()},
         "errors": dict(errors),
     }

@@ -10,6 +10,7 @@ import typer
 from sagaline.cli import common
 from sagaline.cli.output import CliError, print_json, stdout, warning_line
 from sagaline.settings import Settings
+from sagaline.tls import amqp_connect_options
 
 
 def register(app: typer.Typer) -> None:
@@ -112,7 +113,7 @@ async def _publish(
     elif role not in saga.pending_roles:
         warning_line(f"role {role} is not awaited; the answer will be recorded and ignored")
     try:
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await aio_pika.connect(settings.amqp_url, **amqp_connect_options(settings))
     except OSError:
         raise CliError("broker unreachable", exit_code=3) from None
     try:

@@ -7,6 +7,7 @@ never touches a deployment's own queues or tables.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import tempfile
@@ -139,9 +140,16 @@ def bench(
     settings = common.load_settings()
     common.run(_preflight(settings))
     log_dir = Path(tempfile.mkdtemp(prefix="sagaline-bench-"))
-    outcome = common.run(
-        runner.run(settings, config, console=stderr(), log_dir=log_dir, debug=common_debug())
-    )
+    try:
+        outcome = common.run(
+            runner.run(settings, config, console=stderr(), log_dir=log_dir, debug=common_debug())
+        )
+    except asyncio.CancelledError:  # SIGTERM: the run was cancelled, and has cleaned up
+        _drop_logs(log_dir, keep)
+        raise CliError("interrupted", exit_code=130) from None
+    except CliError:  # Ctrl-C (exit code 130)
+        _drop_logs(log_dir, keep)
+        raise
     from sagaline.bench import report
 
     console = stdout()
@@ -151,6 +159,14 @@ def bench(
     if json_out is not None:
         json_out.write_text(json.dumps(outcome.document, indent=2, default=str) + "\n")
         stderr().print(f"results written to {json_out}")
+    busy = outcome.document["summary"].get("busy_sections") or {}
+    if busy:
+        worst = ", ".join(f"{name} ({cores:.1f} cores)" for name, cores in busy.items())
+        stderr().print(
+            f"[yellow]warning:[/] other processes were busy during {worst}: those figures "
+            "measure a shared machine, not sagaline; rerun on a quiet one",
+            highlight=False,
+        )
     for problem in outcome.cleanup_problems:
         stderr().print(f"[yellow]cleanup:[/] {problem}", highlight=False)
     timer_result = outcome.document["results"].get("timers") or {}
@@ -158,10 +174,15 @@ def bench(
     if failed or keep:
         stderr().print(f"process logs kept in {log_dir}")
     else:
-        shutil.rmtree(log_dir, ignore_errors=True)
+        _drop_logs(log_dir, keep)
     summary = outcome.document["summary"]
     if failed or (fail_on_goal and summary["failed"]):
         raise typer.Exit(1)
+
+
+def _drop_logs(log_dir: Path, keep: bool) -> None:
+    if not keep:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def common_debug() -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from sagaline.cli.output import CliError, one_line, safe_url
 from sagaline.settings import Settings
+from sagaline.tls import amqp_connect_options
 
 EXIT_UNAVAILABLE = 3
 """Exit code of a command that stopped because RabbitMQ or PostgreSQL could not be reached."""
@@ -51,7 +52,9 @@ async def check_broker(settings: Settings, within: float = 5.0) -> None:
     with _quiet_amqp_logs():
         try:
             async with asyncio.timeout(within):
-                connection = await aio_pika.connect(settings.amqp_url, timeout=within)
+                connection = await aio_pika.connect(
+                    settings.amqp_url, timeout=within, **amqp_connect_options(settings)
+                )
             await connection.close()
         except TimeoutError:
             raise CliError(

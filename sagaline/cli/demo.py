@@ -24,6 +24,7 @@ from sagaline.cli.checks import check_broker, check_database
 from sagaline.cli.demo_mix import FINAL_STATES, MIX, DemoOrder, DemoPlan, build_orders
 from sagaline.cli.output import CliError, one_line, print_json, stdout, warning_line
 from sagaline.settings import Settings
+from sagaline.tls import amqp_connect_options
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -172,7 +173,9 @@ async def _publish(settings: Settings, plan: DemoPlan) -> None:
     from sagaline.messaging.publish import publish_envelope
 
     topology = settings.topology
-    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    connection = await aio_pika.connect(
+        settings.amqp_url, timeout=10, **amqp_connect_options(settings)
+    )
     try:
         # Check on a throwaway channel: a failed passive declare closes the channel it used.
         probe = await connection.channel()

@@ -21,6 +21,7 @@ from sagaline.cli import common
 from sagaline.cli.checks import EXIT_UNAVAILABLE, _quiet_amqp_logs, check_broker
 from sagaline.cli.output import CliError, one_line, print_json, safe_url, stdout, warning_line
 from sagaline.settings import Settings
+from sagaline.tls import amqp_connect_options
 
 if TYPE_CHECKING:
     from sagaline.dlq import ParkedMessage, ParkingQueues, Selection
@@ -267,7 +268,9 @@ async def open_parking(settings: Settings) -> AsyncIterator[ParkingQueues]:
         # One connection, with room for a busy broker; only a failure pays for the check
         # that turns it into one clear line (refused, unknown host, bad login, …).
         with _quiet_amqp_logs():
-            connection = await aio_pika.connect(settings.amqp_url, timeout=_CONNECT_TIMEOUT)
+            connection = await aio_pika.connect(
+                settings.amqp_url, timeout=_CONNECT_TIMEOUT, **amqp_connect_options(settings)
+            )
     except Exception as exc:
         await check_broker(settings)
         raise CliError(

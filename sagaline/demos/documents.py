@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.documents import DocumentChangeDetected, DocumentMetadata
 from sagaline.settings import Settings
+from sagaline.tls import amqp_connect_options
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -238,7 +239,9 @@ async def run(
     engine = create_unpooled_engine(settings.sqlalchemy_url)
     progress = DemoProgress(scenario)
     try:
-        connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+        connection = await aio_pika.connect(
+            settings.amqp_url, timeout=10, **amqp_connect_options(settings)
+        )
         try:
             channel = await _events_channel(connection, settings)
             exchange = settings.topology.events_exchange

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.enrollment import EnrollmentRequested
 from sagaline.settings import Settings
+from sagaline.tls import amqp_connect_options
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -341,7 +342,9 @@ async def _publish(settings: Settings, requests: Iterable[DemoRequest]) -> None:
     if not items:
         return
     exchange = settings.topology.events_exchange
-    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    connection = await aio_pika.connect(
+        settings.amqp_url, timeout=10, **amqp_connect_options(settings)
+    )
     try:
         probe = await connection.channel()
         try:

@@ -191,8 +191,11 @@ class Checker:
         connection: AbstractRobustConnection,
         logs: Mapping[str, str] | None = None,
     ) -> Report:
-        """Every check (processes must be stopped for the queue checks); raise on problems."""
-        await self.check_database()
+        """Every check (processes must be stopped for the queue checks); raise on problems.
+
+        The scenario's database is its own (tests/faults/conftest.py), so the outbox and timer
+        checks cover the whole database, not only the workload's sagas."""
+        await self.check_database(whole_database=True)
         await self.check_broker(connection)
         if logs:
             workers = set(WORKER_OF.values())
@@ -204,12 +207,32 @@ class Checker:
         self.raise_problems()
         return self.report
 
-    async def check_database(self, orders: list[Order] | None = None) -> None:
-        """The database invariants for these orders (default: all), e.g. after one phase."""
+    async def check_database(
+        self, orders: list[Order] | None = None, *, whole_database: bool = False
+    ) -> None:
+        """The database invariants for these orders (default: all), e.g. after one phase;
+        `whole_database`: also nothing unpublished and no stray timer anywhere in it."""
         orders = self.workload.orders if orders is None else orders
         self.report.sagas = max(self.report.sagas, len(orders))
         async with self.engine.connect() as conn:
             await self._database(conn, orders)
+            if whole_database:
+                await self._whole_database(conn)
+
+    async def _whole_database(self, conn: AsyncConnection) -> None:
+        unpublished = await conn.scalar(
+            text("SELECT count(*) FROM saga.outbox WHERE published_at IS NULL")
+        )
+        if unpublished:
+            self.fail(f"{unpublished} outbox rows in the database were never published")
+        stray = await conn.scalar(
+            text(
+                "SELECT count(*) FROM saga.timers t JOIN saga.instances i ON i.id = t.saga_id"
+                " WHERE i.finished_at IS NOT NULL"
+            )
+        )
+        if stray:
+            self.fail(f"{stray} timers left on finished sagas")
 
     async def check_broker(self, connection: AbstractRobustConnection) -> None:
         await self._broker(connection)

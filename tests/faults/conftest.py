@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sagaline.db import create_engine
 from sagaline.messaging.declare import delete_consumer, delete_exchanges
 from sagaline.settings import Settings
+from tests.conftest import own_database
 from tests.faults.checker import (
     CONSUMERS,
     REPORTS,
@@ -111,27 +112,33 @@ async def open_scenario(
     base_env: dict[str, str] | None = None,
     secret: str | None = None,
 ) -> AsyncIterator[Scenario]:
-    """A private broker namespace on `base`'s broker and database; everything removed after."""
+    """A private broker namespace and a fresh, migrated database of its own on `base`'s
+    broker and server; both removed afterwards.
+
+    A database per scenario, because every relay publishes every unpublished outbox row of its
+    database, whatever namespace wrote it: rows another test left behind would be published
+    to exchanges that no longer exist.
+    """
     tag = uuid.uuid4().hex[:6]
-    settings = base.model_copy(update={"namespace": f"{base.namespace}-{tag}"})
-    harness = Harness(settings, tmp_path, base_env={**BASE_ENV, **(base_env or {})})
-    engine = create_engine(settings, pool_size=4)
-    connection = await aio_pika.connect_robust(settings.amqp_url, reconnect_interval=0.5)
-    try:
-        channel = await connection.channel()
-        await declare_tap(channel, settings.topology)
-        await channel.close()
-        workload = Workload(f"f{tag}", secret=secret)
-        await workload.seed(engine)
-        yield Scenario(name, settings, harness, workload, engine, connection, Report(name))
-    finally:
+    async with own_database(base, namespace=f"{base.namespace}-{tag}") as settings:
+        harness = Harness(settings, tmp_path, base_env={**BASE_ENV, **(base_env or {})})
+        engine = create_engine(settings, pool_size=4)
+        connection = await aio_pika.connect_robust(settings.amqp_url, reconnect_interval=0.5)
         try:
-            await harness.stop_all()
+            channel = await connection.channel()
+            await declare_tap(channel, settings.topology)
+            await channel.close()
+            workload = Workload(f"f{tag}", secret=secret)
+            await workload.seed(engine)
+            yield Scenario(name, settings, harness, workload, engine, connection, Report(name))
         finally:
-            with contextlib.suppress(Exception):
-                await _delete_namespace(connection, settings)
-            await connection.close()
-            await engine.dispose()
+            try:
+                await harness.stop_all()
+            finally:
+                with contextlib.suppress(Exception):
+                    await _delete_namespace(connection, settings)
+                await connection.close()
+                await engine.dispose()
 
 
 async def _delete_namespace(connection: AbstractRobustConnection, settings: Settings) -> None:

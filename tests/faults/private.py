@@ -31,7 +31,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aio_pika
 import asyncpg
 
 from tests.faults.harness import eventually
@@ -75,7 +74,8 @@ class PrivateRabbit:
         return None
 
     @classmethod
-    def create(cls) -> PrivateRabbit:
+    def create(cls, extra_config: str = "") -> PrivateRabbit:
+        """A node on free ports; `extra_config` lines are appended to its rabbitmq.conf."""
         scripts = _first_dir_with(RABBIT_SCRIPT_DIRS, "rabbitmq-server", "rabbitmqctl")
         assert scripts is not None
         root = Path(tempfile.mkdtemp(prefix="sagaline-rabbit-"))
@@ -86,7 +86,7 @@ class PrivateRabbit:
         (root / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{value.port}\n"
             "log.console = false\n"
-            "log.file.level = warning\n"
+            "log.file.level = warning\n" + extra_config
         )
         return value
 
@@ -125,17 +125,16 @@ class PrivateRabbit:
     async def start(self, within: float = 60.0) -> None:
         server = self.server = self._spawn()
 
-        async def accepting() -> bool:
+        async def listening() -> bool:
             if server.poll() is not None:
                 raise AssertionError(f"private RabbitMQ exited: {self.tail()}")
-            try:
-                connection = await aio_pika.connect(self.amqp_url, timeout=2)
-            except Exception:
-                return False
-            await connection.close()
-            return True
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
-        await eventually(accepting, within=within, what="the private RabbitMQ node", interval=0.3)
+        # The AMQP listener opens last in the boot sequence; users may not include guest (a
+        # node that loads definitions at boot creates no default user), so no login here.
+        await eventually(listening, within=within, what="the private RabbitMQ node", interval=0.3)
+        await self.ctl("await_startup", within=within)
 
     async def ctl(self, *args: str, within: float = 60.0) -> str:
         process = await asyncio.create_subprocess_exec(
@@ -199,8 +198,8 @@ class PrivatePostgres:
 
     @staticmethod
     def missing() -> str | None:
-        if _first_dir_with(PG_BIN_DIRS, "initdb", "pg_ctl", "postgres") is None:
-            return f"initdb/pg_ctl/postgres not found in {', '.join(PG_BIN_DIRS)}"
+        if _first_dir_with(PG_BIN_DIRS, "initdb", "pg_ctl", "postgres", "psql") is None:
+            return f"initdb/pg_ctl/postgres/psql not found in {', '.join(PG_BIN_DIRS)}"
         if os.geteuid() == 0:
             try:
                 import pwd
@@ -212,7 +211,7 @@ class PrivatePostgres:
 
     @classmethod
     def create(cls) -> PrivatePostgres:
-        bindir = _first_dir_with(PG_BIN_DIRS, "initdb", "pg_ctl", "postgres")
+        bindir = _first_dir_with(PG_BIN_DIRS, "initdb", "pg_ctl", "postgres", "psql")
         assert bindir is not None
         root = Path(tempfile.mkdtemp(prefix="sagaline-pg-"))
         user = "postgres" if os.geteuid() == 0 else None
@@ -225,8 +224,39 @@ class PrivatePostgres:
         )  # fmt: skip
         return value
 
-    def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, user: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql://{user}@{host}:{self.port}/{database}"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def enable_tls(self, cert: Path, key: Path, hba: str) -> None:
+        """Before start: serve TLS with this certificate; replace pg_hba.conf with `hba`."""
+        for source, name in ((cert, "server.crt"), (key, "server.key")):
+            target = self.data / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self.user is not None:
+                shutil.chown(target, self.user)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+        (self.data / "pg_hba.conf").write_text(hba)
+
+    def psql(self, database: str, *args: str) -> str:
+        """psql as the superuser over the local socket (ON_ERROR_STOP)."""
+        result = subprocess.run(
+            [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.root),
+             "-p", str(self.port), "-U", "postgres", "-d", database, *args],
+            user=self.user,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise AssertionError(f"psql failed: {result.stderr[-1500:]}")
+        return result.stdout
 
     def _run(self, tool: str, *args: str, timeout: float = 60.0) -> None:
         result = subprocess.run(

@@ -68,11 +68,6 @@ def assert_never_restarted(scenario: Scenario, pids: dict[str, int]) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="OPEN (issue 5): after the broker restarts under load some commands stay unanswered "
-    "and sagas stay compensating; seen 2026-11-22, reconnection path under investigation",
-)
 async def test_broker_stopped_and_started_under_load(
     on_rabbit: Scenario, rabbit: PrivateRabbit
 ) -> None:

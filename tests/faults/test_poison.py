@@ -21,6 +21,7 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, DeliveryMode
+from sqlalchemy import text
 
 from contracts import order as o
 from contracts.base import Command
@@ -236,3 +237,31 @@ async def test_poison_is_parked_once_with_its_reason_and_logs_never_show_payload
     assert not any(leaks.values()), f"payload values in logs: {leaks}"
     assert sum(len(b) for b in h.log_bytes().values()) > 0
     scenario.report.notes.append(f"poison kinds={len(poisons_)}; secret absent from logs")
+
+
+async def test_an_outbox_row_for_a_missing_exchange_does_not_block_the_relay(
+    scenario: Scenario,
+) -> None:
+    h = scenario.harness
+    h.add_orchestrators()
+    h.add_workers()
+    async with scenario.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO saga.outbox (message_id, saga_id, exchange, routing_key,"
+                " message_type, body, headers, created_at) VALUES (:id, :saga, :exchange,"
+                " 'OrderCompleted', 'OrderCompleted', :body, '{}', now())"
+            ),
+            {
+                "id": uuid.uuid4(),
+                "saga": uuid.uuid4(),
+                "exchange": f"{scenario.settings.namespace}.gone",
+                "body": b"{}",
+            },
+        )
+    await h.start_all()
+    orders = scenario.workload.make(10)
+    async with scenario.shop() as shop:
+        await shop.send(orders)
+    # The row for the missing exchange is held (the relay reports it) while every order runs.
+    await scenario.wait_for_end(within=20)

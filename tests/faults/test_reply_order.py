@@ -38,6 +38,7 @@ from orchestrator.store.step import SagaStore, StepResult
 from sagaline.db import create_engine
 from sagaline.messaging.parsing import parse_body
 from sagaline.settings import Settings
+from tests.conftest import own_database
 from tests.faults.checker import WORKER_OF, Checker, Report
 from tests.faults.harness import ORDER_WORKERS
 from tests.faults.workload import DECLINED, OUT_OF_STOCK, SUCCESS, UNSHIPPABLE, Order, Workload
@@ -113,13 +114,17 @@ class Env:
 
 @pytest.fixture(scope="module")
 async def env(settings: Settings) -> AsyncIterator[Env]:
-    engine = create_engine(settings, pool_size=4)
-    store = SagaStore(engine, settings.topology, EngineConfig(step_timeout=timedelta(hours=1)))
-    config = WorkerSettings()
-    workers = {name: (WORKERS[name], WORKERS[name].handlers(config)) for name in ORDER_WORKERS}
-    value = Env(settings, engine, store, workers)
-    yield value
-    await engine.dispose()
+    # A database of its own: this module leaves outbox rows unpublished (no relay runs), and
+    # another test's orchestrator would try to publish them to exchanges that are gone.
+    async with own_database(settings) as own:
+        engine = create_engine(own, pool_size=4)
+        store = SagaStore(engine, own.topology, EngineConfig(step_timeout=timedelta(hours=1)))
+        config = WorkerSettings()
+        workers = {name: (WORKERS[name], WORKERS[name].handlers(config)) for name in ORDER_WORKERS}
+        try:
+            yield Env(own, engine, store, workers)
+        finally:
+            await engine.dispose()
 
 
 async def new_order(env: Env, case: Any, cancel: bool) -> tuple[Workload, Order]:

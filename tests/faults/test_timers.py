@@ -34,14 +34,6 @@ SAGAS = 1_000
 STEP_TIMEOUT = timedelta(seconds=30)
 MIX = [SUCCESS] * 19 + [DECLINED]  # one in twenty is declined: its timer gets cancelled
 
-# BUG (reported to the lead): SagaStore._fire applies claimed timers in the order the
-# `DELETE ... WHERE ctid IN (SELECT ... ORDER BY due_at, saga_id ...) RETURNING` statement
-# returns them, which is heap order, not due order; within one batch the steps (and the
-# history) do not follow due_at, and two due timers of one saga may fire in the wrong order.
-# Fix: sort the claimed rows by (due_at, saga_id) in orchestrator/store/step.py::_fire, or
-# ORDER BY in SQL around the DELETE. Set this to False once fixed (the check then must pass).
-KNOWN_BUG_TIMER_BATCH_ORDER = False  # fixed: claimed timers are sorted by due time
-
 
 async def test_a_thousand_overdue_timers_fire_once_in_due_order(scenario: Scenario) -> None:
     orders = scenario.workload.make(SAGAS, MIX)
@@ -97,11 +89,9 @@ async def test_a_thousand_overdue_timers_fire_once_in_due_order(scenario: Scenar
     await h.start_all(workers)
     scenario.report.notes.append(f"timers fired={len(fired_order)} cancelled={len(cancelled)}")
     await scenario.verify(within=150)
-    if inside and KNOWN_BUG_TIMER_BATCH_ORDER:
-        pytest.xfail(
-            f"known bug, reported: {inside} timers fired before an earlier-due one inside one"
-            " batch (CLAIM_DUE_TIMERS' DELETE ... RETURNING is not in due order)"
-        )
+    # One batch is one transaction; its steps (and so its history) must still follow due_at:
+    # two due timers of one saga in one batch must fire in due order. (DELETE ... RETURNING
+    # returns heap order, not the subquery's ORDER BY: SagaStore._fire sorts what it claimed.)
     assert inside == 0, f"{inside} timers fired before an earlier-due one inside one batch"
 
 

@@ -21,7 +21,6 @@ import aio_pika
 import pytest
 from faststream.asgi import AsgiFastStream
 from sqlalchemy import func, select, text, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner, Result
 
@@ -37,9 +36,8 @@ from orchestrator.store.tables import history, instances
 from sagaline.cli import app as cli_app
 from sagaline.db import create_unpooled_engine
 from sagaline.messaging.publish import publish_envelope
-from sagaline.migrate import upgrade
 from sagaline.settings import Settings
-from tests.conftest import _drop_database, _with_database, delete_namespace
+from tests.conftest import delete_namespace, own_database
 from tests.integration.support import FakeClock, order_submitted
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -60,28 +58,20 @@ def failing(*command_types: str) -> WorkerSettings:
 @pytest.fixture(scope="module")
 async def ops_settings(settings: Settings) -> AsyncIterator[Settings]:
     """A database for this module alone; a long step timeout so no saga times out mid-test."""
-    suffix = uuid.uuid4().hex[:6]
-    database = f"{make_url(settings.database_url).database}_{suffix}"
-    own = settings.model_copy(
-        update={
-            "database_url": _with_database(settings.database_url, database),
-            "step_timeout_seconds": 600.0,
-            "db_pool_size": 3,
-            "relay_poll_seconds": 0.2,
-            "timer_poll_seconds": 0.2,
-            # A parking scan holds messages for a moment; keep it out of the way of the tests.
-            "parking_scan_seconds": 3600.0,
-        }
-    )
-    await upgrade(own)
-    engine = create_unpooled_engine(own.sqlalchemy_url)
-    async with engine.begin() as conn:
-        await seed_stock(conn, {SKU: 10_000, NO_STOCK: 0})
-    await engine.dispose()
-    try:
+    changes = {
+        "step_timeout_seconds": 600.0,
+        "db_pool_size": 3,
+        "relay_poll_seconds": 0.2,
+        "timer_poll_seconds": 0.2,
+        # A parking scan holds messages for a moment; keep it out of the way of the tests.
+        "parking_scan_seconds": 3600.0,
+    }
+    async with own_database(settings, **changes) as own:
+        engine = create_unpooled_engine(own.sqlalchemy_url)
+        async with engine.begin() as conn:
+            await seed_stock(conn, {SKU: 10_000, NO_STOCK: 0})
+        await engine.dispose()
         yield own
-    finally:
-        await _drop_database(settings.database_url, database)
 
 
 @pytest.fixture(scope="module")

@@ -247,7 +247,7 @@ async def test_outbox_rows_survive_a_crash_and_are_published_by_the_relay(
         for worker, commands in WORKER_COMMANDS.items():
             bindings = [(topology.commands_exchange, c.message_type) for c in commands]
             await declare_consumer(channel, topology, worker, bindings)
-        relay = OutboxRelay(restarted, channel, commands_exchange=topology.commands_exchange)
+        relay = OutboxRelay(restarted, connection, commands_exchange=topology.commands_exchange)
         while await relay.publish_batch():
             pass
         async with restarted.connect() as conn:

@@ -62,8 +62,11 @@ def test_usage_is_per_pid_and_never_negative() -> None:
     assert cpu.usage(before, after, 2.0) == {
         "orchestrator": 1.0,
         "postgresql": 0.75,
+        "other": 0.0,
         "machine": 1.5,
     }
+    busy = cpu.CpuSnapshot(after.by_pid, busy=103.9, total=204.0)
+    assert cpu.usage(before, busy, 2.0)["other"] == 0.2  # 1.95 cores busy, ours 1.75
     assert cpu.usage(before, after, 0.0) == {}
 
 

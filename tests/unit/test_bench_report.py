@@ -15,6 +15,7 @@ from sagaline.bench.report import (
     NOT_RUN,
     PASS,
     SCHEMA,
+    busy_sections,
     document,
     figures,
     format_value,
@@ -183,3 +184,10 @@ def test_document_is_json_with_the_same_figures() -> None:
     assert parsed["summary"]["goals_met"] is True
     assert parsed["machine"]["cores"] == 2
     assert set(parsed["results"]) == set(results())
+
+
+def test_measurements_on_a_busy_machine_are_flagged() -> None:
+    value = results(orchestrator={"cpu_cores": {"orchestrator": 0.4, "other": 1.2}})
+    value["baseline"]["two_hop_cpu_cores"] = {"other": 0.7}
+    assert busy_sections(value) == {"orchestrator": 1.2, "baseline": 0.7}
+    assert busy_sections(results()) == {}

@@ -1,0 +1,119 @@
+"""The outbox relay on a real broker and database: a row for an exchange that does not exist is
+held (and reported) without stopping the other rows, and without closing any channel but the
+relay's own; it goes out once the exchange appears."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.relay import OutboxRelay
+from orchestrator.store.tables import outbox
+from sagaline.db import create_engine
+from sagaline.settings import Settings
+from tests.conftest import own_database
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    # A database of its own: the relay publishes every unpublished row of its database.
+    async with own_database(settings) as own:
+        value = create_engine(own, pool_size=2)
+        try:
+            yield value
+        finally:
+            await value.dispose()
+
+
+@pytest.fixture
+async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
+    value = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        yield value
+    finally:
+        await value.close()
+
+
+async def _add_rows(engine: AsyncEngine, exchange: str, count: int) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(count)]
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(outbox),
+            [
+                {
+                    "message_id": message_id,
+                    "saga_id": uuid.uuid4(),
+                    "exchange": exchange,
+                    "routing_key": "RelayProbe",
+                    "message_type": "RelayProbe",
+                    "body": b"{}",
+                    "headers": {},
+                    "created_at": datetime.now(UTC),
+                }
+                for message_id in ids
+            ],
+        )
+    return ids
+
+
+async def _unpublished(engine: AsyncEngine) -> set[uuid.UUID]:
+    async with engine.connect() as conn:
+        rows = await conn.scalars(
+            select(outbox.c.message_id).where(outbox.c.published_at.is_(None))
+        )
+        return set(rows)
+
+
+async def test_a_missing_exchange_holds_only_its_rows_and_closes_no_other_channel(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    present, missing = f"t{run_id}-relay-{tag}", f"t{run_id}-relay-missing-{tag}"
+    channel = await connection.channel()  # stands for the intake's channel on the same connection
+    exchange = await channel.declare_exchange(
+        present, aio_pika.ExchangeType.TOPIC, auto_delete=True
+    )
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "#")
+    # The held rows come first: a relay that claimed them every round would starve the rest.
+    held = await _add_rows(engine, missing, 5)
+    good = await _add_rows(engine, present, 5)
+    relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands", batch_size=5)
+    try:
+        # The first claim holds only held rows; the relay claims again without their exchange.
+        assert await relay.publish_batch() == 5
+        assert relay.missing_exchanges == {missing}
+        assert await _unpublished(engine) == set(held)
+        assert not channel.is_closed
+        received = set()
+        async with asyncio.timeout(10):
+            while len(received) < len(good):
+                message = await queue.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                received.add(uuid.UUID(message.message_id or ""))
+        assert received == set(good)
+
+        late = await channel.declare_exchange(
+            missing, aio_pika.ExchangeType.TOPIC, auto_delete=True
+        )
+        await queue.bind(late, "#")
+        relay.missing_recheck_seconds = 0  # look again now rather than in ten seconds
+        assert await relay.publish_batch() == 5
+        assert await _unpublished(engine) == set()
+        assert relay.missing_exchanges == set()
+    finally:
+        await relay.stop()
+        await channel.close()
