@@ -16,12 +16,15 @@
   nothing else parked.
 
 Duplicate deliveries are allowed: they are counted (publishes seen by a tap queue bound to the
-events and commands exchanges, and workers' "duplicate" log lines) and reported.
+events and commands exchanges, and workers' "duplicate" log lines) and reported. Every copy of a
+message must be the same message, though: one message id published with two different bodies
+means something was decided again instead of re-sent as stored (a worker's inbox not answering).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -575,6 +578,7 @@ class Checker:
         if depth is None:
             return
         seen: Counter[tuple[str, str]] = Counter()
+        contents: dict[str, set[bytes]] = {}
         channel = await connection.channel()
         try:
             await channel.set_qos(prefetch_count=1000)
@@ -582,15 +586,26 @@ class Checker:
             async with asyncio.timeout(60), queue.iterator(no_ack=True) as messages:
                 if depth:
                     async for message in messages:
-                        seen[(message.message_id or "", message.type or "")] += 1
+                        message_id = message.message_id or ""
+                        seen[(message_id, message.type or "")] += 1
+                        contents.setdefault(message_id, set()).add(
+                            hashlib.sha256(message.body).digest()
+                        )
                         if sum(seen.values()) >= depth:
                             break
         finally:
             await channel.close()
         self.report.publishes = sum(seen.values())
-        for (_, message_type), n in seen.items():
+        for (message_id, message_type), n in seen.items():
             if n > 1:
                 self.report.duplicate_publishes[message_type] += n - 1
+            if len(contents.get(message_id, ())) > 1:
+                # A copy must be the same message: a receiver's inbox drops the second copy,
+                # so a re-decided reply under the first one's id would silently go unheard.
+                self.fail(
+                    f"{message_type} {message_id} was published with {len(contents[message_id])}"
+                    " different bodies (decided again instead of re-sent as stored)"
+                )
 
 
 async def queue_depth(connection: AbstractRobustConnection, name: str) -> int | None:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from tests.faults.checker import wait_for_end
 from tests.faults.conftest import Scenario
+from tests.faults.harness import eventually
 from tests.faults.workload import SUCCESS, Order
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
@@ -53,7 +54,68 @@ async def test_three_replicas_race_on_the_same_sagas(scenario: Scenario) -> None
                 break
     assert conflicts > 0, "no concurrency conflict was forced; the race scenario proved nothing"
     await cancellations_respected(scenario)
-    await scenario.verify(conflicts=conflicts)
+
+    # Races on updates: sagas that exist and wait (their workers are stopped) each get three
+    # cancellations back to back, which round-robin delivery hands to different replicas:
+    # all three decide from the same version, the compare-and-set lets one through.
+    workers = [name for name in h.names if name not in replicas]
+    for worker in workers:
+        await h.stop(worker)
+    async with scenario.shop() as shop:
+        waiting = scenario.workload.make(RACED, [SUCCESS])
+        await shop.send(waiting)
+        await sagas_started(scenario, waiting)
+        before = await h.metric_total(replicas, CONFLICTS)
+        for order in waiting:
+            cancels = [order.cancellation(f"update race {i}") for i in range(3)]
+            order.inputs.extend(cancels)
+            order.states = frozenset({"cancelled"})
+            for cancel in cancels:
+                await shop.publish(cancel)
+        await accepted_one_cancellation_each(scenario, waiting)
+    update_conflicts = await h.metric_total(replicas, CONFLICTS) - before
+    assert update_conflicts > 0, "no update race was forced; the compare-and-set went untested"
+    await h.start_all(workers)
+    await wait_for_end(scenario.engine, scenario.workload.orders, within=90)
+    scenario.report.notes.append(f"update conflicts={update_conflicts:.0f}")
+    await scenario.verify(conflicts=conflicts + update_conflicts)
+
+
+async def sagas_started(scenario: Scenario, orders: list[Order]) -> None:
+    async def probe() -> bool:
+        async with scenario.engine.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT count(*) FROM saga.instances WHERE id = ANY(:ids)"),
+                {"ids": [o.saga_id for o in orders]},
+            )
+        return found == len(orders)
+
+    await eventually(probe, within=30, what="every waiting saga to start")
+
+
+async def accepted_one_cancellation_each(scenario: Scenario, orders: list[Order]) -> None:
+    """Every cancellation handled (an inbox row each), and each saga took one of them."""
+    ids = [o.saga_id for o in orders]
+    cancels = [e.message_id for o in orders for e in o.inputs[1:]]
+
+    async def probe() -> bool:
+        async with scenario.engine.connect() as conn:
+            handled = await conn.scalar(
+                text("SELECT count(*) FROM saga.inbox WHERE message_id = ANY(:ids)"),
+                {"ids": cancels},
+            )
+        return handled == len(cancels)
+
+    await eventually(probe, within=30, what="every cancellation to be handled")
+    async with scenario.engine.connect() as conn:
+        flagged = await conn.scalar(
+            text(
+                "SELECT count(*) FROM saga.instances WHERE id = ANY(:ids)"
+                " AND (data->>'cancel_requested')::boolean"
+            ),
+            {"ids": ids},
+        )
+    assert flagged == len(orders), f"{len(orders) - flagged} sagas lost their cancellation"
 
 
 async def cancellations_respected(scenario: Scenario) -> None:

@@ -2,10 +2,13 @@
 
 The sagas are started in-process through the real store with a clock an hour in the past, so
 their 30 s step timers are all overdue, with due times in an order unrelated to creation order.
-Fifty of them get their (declined) payment reply first, which cancels their timer. Then one
-orchestrator starts alone: each remaining timer fires exactly once, in due order (the order of
-the timer steps in the history follows due_at), and no cancelled timer ever fires. Finally the
-workers start: every saga compensates its timed-out payment and ends failed.
+A tenth of them have their timer cancelled first, in both ways a workflow cancels one: fifty
+get a declined payment reply (the saga ends, its timers go with it), fifty a cancellation and
+then a successful payment reply (the step timer is cancelled while the saga goes on, now
+compensating under a compensation timer due hours later). Then one orchestrator starts alone:
+each remaining step timer fires exactly once, in due order (the order of the timer steps in the
+history follows due_at), and no cancelled timer ever fires. Finally the workers start: every
+timed-out saga compensates its payment and ends failed, every cancelled one ends cancelled.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import itertools
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -26,13 +30,15 @@ from orchestrator.engine import EngineConfig, Incoming
 from orchestrator.store.step import SagaStore
 from tests.faults.conftest import Scenario
 from tests.faults.harness import eventually
-from tests.faults.workload import DECLINED, FAILED, SUCCESS, Order
+from tests.faults.workload import CANCELLED, DECLINED, FAILED, SUCCESS, Order
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 SAGAS = 1_000
 STEP_TIMEOUT = timedelta(seconds=30)
-MIX = [SUCCESS] * 19 + [DECLINED]  # one in twenty is declined: its timer gets cancelled
+MIX = [SUCCESS] * 19 + [DECLINED]  # one in twenty is declined: its timer goes as the saga ends
+CANCEL_MID_FLIGHT = 20
+"""One in twenty (a successful case) is cancelled and then paid: its timer is cancelled."""
 
 
 async def test_a_thousand_overdue_timers_fire_once_in_due_order(scenario: Scenario) -> None:
@@ -98,36 +104,54 @@ async def test_a_thousand_overdue_timers_fire_once_in_due_order(scenario: Scenar
 async def _start_sagas(
     scenario: Scenario, orders: list[Order], started: dict[uuid.UUID, datetime]
 ) -> set[uuid.UUID]:
-    """Start every saga at its own time; answer the declined ones at once (cancelling their
-    timer) with the reply id the payments worker will use, so its real reply is a duplicate."""
+    """Start every saga at its own time, then cancel the timer of a tenth of them: half by a
+    declined payment reply, half by a cancellation followed by a successful payment reply.
+    Replies carry the ids the payments worker will use, so its real replies are duplicates."""
     topology = scenario.settings.topology
     config = EngineConfig(step_timeout=STEP_TIMEOUT)
+    # The compensation a mid-flight cancel starts gets its timer from this config: far enough
+    # out that it never falls due during the test.
+    patient = EngineConfig(step_timeout=timedelta(hours=3))
     cancelled: set[uuid.UUID] = set()
-    queue: asyncio.Queue[Order] = asyncio.Queue()
-    for order in orders:
-        queue.put_nowait(order)
+    queue: asyncio.Queue[tuple[int, Order]] = asyncio.Queue()
+    for index, order in enumerate(orders):
+        queue.put_nowait((index, order))
 
     async def work() -> None:
         while not queue.empty():
-            order = queue.get_nowait()
+            index, order = queue.get_nowait()
             at = started[order.saga_id]
             store = SagaStore(scenario.engine, topology, config, clock=lambda at=at: at)
             result = await store.handle(Incoming.from_envelope(order.submitted))
             assert result.decision is not None
+            (command,) = result.decision.outgoing
+            reply_id = reply_message_id(command.message_id)
+            later = SagaStore(
+                scenario.engine, topology, patient, clock=lambda at=at: at + timedelta(1e-3)
+            )
             if order.case is DECLINED:
-                (command,) = result.decision.outgoing
-                reply = new_envelope(
-                    o.PaymentFailed(order_id=order.order_id, reason="card declined"),
-                    correlation_id=order.saga_id,
-                    causation_id=command.message_id,
-                    message_id=reply_message_id(command.message_id),
+                reply: Any = o.PaymentFailed(order_id=order.order_id, reason="card declined")
+            elif index % CANCEL_MID_FLIGHT == CANCEL_MID_FLIGHT // 2:
+                cancellation = order.cancellation("timer test")
+                await later.handle(Incoming.from_envelope(cancellation))
+                order.inputs.append(cancellation)
+                order.states = CANCELLED
+                reply = o.PaymentProcessed(
+                    order_id=order.order_id,
+                    payment_id=f"pay-{order.order_id}",
+                    amount_cents=order.amount_cents,
                 )
-                later = SagaStore(
-                    scenario.engine, topology, config, clock=lambda at=at: at + timedelta(1e-3)
-                )
-                await later.handle(Incoming.from_envelope(reply))
-                scenario.extra_inputs.append(reply.message_id)
-                cancelled.add(order.saga_id)
+            else:
+                continue
+            envelope = new_envelope(
+                reply,
+                correlation_id=order.saga_id,
+                causation_id=command.message_id,
+                message_id=reply_id,
+            )
+            await later.handle(Incoming.from_envelope(envelope))
+            scenario.extra_inputs.append(reply_id)
+            cancelled.add(order.saga_id)
 
     await asyncio.gather(*(work() for _ in range(4)))
     return cancelled
