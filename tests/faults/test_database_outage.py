@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sagaline.settings import Settings
-from tests.faults.conftest import open_scenario
+from tests.faults.checker import CONSUMERS, queue_depths
+from tests.faults.conftest import Scenario, open_scenario
 from tests.faults.harness import _readyz, eventually
 from tests.faults.private import PrivatePostgres
 from tests.faults.test_broker_outage import assert_never_restarted, started
@@ -63,7 +64,9 @@ async def test_database_restarted_and_backends_terminated_under_load(
                 return "database unreachable" in answer
 
             await eventually(noticed, within=30, what="the orchestrator to notice the outage")
+            held_before = holds(h.logs()[orchestrator])
             await shop.send(during)  # delivered to consumers that must hold them
+            await outage_outlasts_the_retry_ladder(scenario, orchestrator, held_before)
             await postgres.start()
             await started(scenario, during, at_least=3)
             terminated = await postgres.terminate_backends(database)
@@ -73,3 +76,31 @@ async def test_database_restarted_and_backends_terminated_under_load(
         await scenario.wait_for_end(within=120)
         assert_never_restarted(scenario, pids)
         await scenario.verify()  # every parking queue empty: nothing parked for the outage
+
+
+HOLDING = "database unavailable; holding"
+HOLDS_NEEDED = 3
+"""Holds back off 0.5, 1, 2 s: three of them outlast the suite's retry ladder (0.2 + 0.4 s)."""
+
+
+def holds(log: str) -> int:
+    return log.count(HOLDING)
+
+
+async def outage_outlasts_the_retry_ladder(
+    scenario: Scenario, orchestrator: str, held_before: int
+) -> None:
+    """Keep the database away until the orchestrator has held the new deliveries through
+    several backoffs, longer than a retried message would take to be parked, or until
+    something was parked (the checker then names it)."""
+    h = scenario.harness
+    topology = scenario.settings.topology
+    parking = [topology.parking_queue(consumer) for consumer in CONSUMERS]
+
+    async def long_enough() -> bool:
+        if holds(h.logs()[orchestrator]) - held_before >= HOLDS_NEEDED:
+            return True
+        depths = await queue_depths(scenario.connection, parking)
+        return any(depth for depth in depths.values())
+
+    await eventually(long_enough, within=60, what="the outage to outlast the retry ladder")
