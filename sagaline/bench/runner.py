@@ -55,6 +55,12 @@ class SectionStep:
         self.progress.update(
             self.task, description=f"{self.name}: {text}", total=total, completed=0
         )
+        console = self.progress.console
+        if not console.is_terminal:
+            # No live display in a file or a CI log: one line per phase instead, so a long
+            # run still says where it is.
+            size = f" ({total:,})" if total else ""
+            console.print(f"{time.strftime('%H:%M:%S')} {self.name}: {text}{size}", highlight=False)
 
     def update(self, completed: int) -> None:
         self.progress.update(self.task, completed=completed)

@@ -1,0 +1,192 @@
+"""Break one reliability mechanism at a time and check that its fault scenario fails.
+
+    .venv/bin/python -m tests.faults.mutants            # every mutant (about 10 minutes)
+    .venv/bin/python -m tests.faults.mutants timer-cancel saga-compare-and-set
+
+Each mutant is a one-line edit of the committed tree (HEAD, in a temporary git worktree, so the
+working copy is never touched) that disables a mechanism the fault suite claims to prove. The
+scenario that guards it runs against the mutated code (PYTHONPATH puts the worktree ahead of the
+editable install, for the test and the processes it starts). A mutant is *caught* when the
+scenario fails; a surviving mutant means a test that cannot fail for that mechanism. Exits 1 if
+any mutant survives or no longer applies (its line changed: update the mutant).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FAULTS = "tests/faults"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    test: str
+    """The scenario (pytest node id under tests/faults) that must fail."""
+
+
+MUTANTS = (
+    Mutant(
+        "orchestrator-inbox-dedupe",
+        "orchestrator/store/batch.py",
+        "fresh.append(incoming.message_id in fresh_ids)",
+        "fresh.append(True)",
+        "test_duplicates.py",
+    ),
+    Mutant(
+        "saga-compare-and-set",
+        "orchestrator/store/batch.py",
+        'WHERE i.id = v.id AND i.version = v.expected\n"""\n\n_HOLD',
+        'WHERE i.id = v.id\n"""\n\n_HOLD',
+        "test_replicas.py",
+    ),
+    Mutant(
+        "worker-inbox-dedupe",
+        "consumers/inbox.py",
+        "    if inserted.first() is not None:\n        return None",
+        "    inserted.first()\n    return None",
+        "test_crash_points.py::test_payments_worker_crash_points",
+    ),
+    Mutant(
+        "outbox-marked-sent",
+        "orchestrator/relay.py",
+        "            if confirmed:\n                await conn.execute(",
+        "            if False:\n                await conn.execute(",
+        "test_crash_points.py::test_orchestrator_crash_points",
+    ),
+    Mutant(
+        "stale-reply-fence",
+        "orchestrator/engine/decide.py",
+        "if incoming.is_reply and incoming.causation_id not in snapshot.runtime.outstanding:",
+        "if False:",
+        "test_reply_order.py::test_a_reply_from_an_earlier_attempt_is_fenced_as_stale",
+    ),
+    Mutant(
+        "timers-in-due-order",
+        "orchestrator/store/batch.py",
+        "ORDER BY due_at, saga_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "ORDER BY saga_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "test_timers.py",
+    ),
+    Mutant(
+        "timer-cancel",
+        "orchestrator/store/batch.py",
+        "WHERE t.saga_id = c.saga_id AND t.name = c.name\n",
+        "WHERE false\n",
+        "test_timers.py",
+    ),
+    Mutant(
+        "database-outage-hold",
+        "sagaline/db.py",
+        "    seen: set[int] = set()\n    current: BaseException | None = exc\n",
+        "    return False\n    seen: set[int] = set()\n    current: BaseException | None = exc\n",
+        "test_database_outage.py",
+    ),
+    Mutant(
+        "size-limit-before-parsing",
+        "sagaline/messaging/parsing.py",
+        "if len(body) > max_body_bytes:",
+        "if False:",
+        "test_poison.py::test_poison_is_parked_once_with_its_reason_and_logs_never_show_payloads",
+    ),
+    Mutant(
+        "relay-holds-missing-exchange",
+        "orchestrator/relay.py",
+        "        if not name:\n            return True",
+        "        if True:\n            return True",
+        "test_poison.py::test_an_outbox_row_for_a_missing_exchange_does_not_block_the_relay",
+    ),
+    Mutant(
+        "replay-republishes",
+        "sagaline/dlq.py",
+        "                await channel.default_exchange.publish(",
+        "                await (lambda *a, **k: __import__('asyncio').sleep(0))(",
+        "test_replay.py",
+    ),
+    Mutant(
+        "broker-reconnect",
+        "sagaline/service.py",
+        "await aio_pika.connect_robust(",
+        "await aio_pika.connect(",
+        "test_broker_outage.py",
+    ),
+    Mutant(
+        "amqp-tls-verification",
+        "sagaline/tls.py",
+        "    context.minimum_version = _MIN_TLS\n    _client_certificate(\n"
+        "        context,\n        settings.amqp_cert_file,",
+        "    context.minimum_version = _MIN_TLS\n    context.check_hostname = False\n"
+        "    context.verify_mode = ssl.CERT_NONE\n    _client_certificate(\n"
+        "        context,\n        settings.amqp_cert_file,",
+        "test_security.py::test_tls_to_the_broker_verifies_the_server_and_presents_the_client_certificate",
+    ),
+    Mutant(
+        "least-privilege-worker-read",
+        "deploy/rabbitmq/make_definitions.py",
+        '            "read": rf"^{ns}\\.(?:{exchanges}|{me})$",',
+        '            "read": ".*",',
+        "test_security.py::test_least_privilege_roles_run_orders_and_are_refused_the_rest",
+    ),
+)
+
+
+def run(mutant: Mutant, tree: Path) -> tuple[str, float]:
+    """'caught', 'SURVIVED' or 'stale' (the line to mutate is no longer there)."""
+    path = tree / mutant.path
+    original = path.read_text()
+    if original.count(mutant.old) != 1:
+        return "stale", 0.0
+    path.write_text(original.replace(mutant.old, mutant.new))
+    started = time.monotonic()
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+    try:
+        result = subprocess.run(
+            [*command, "-m", "faults", f"{FAULTS}/{mutant.test}"],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        caught = result.returncode not in (0, 5)
+    except subprocess.TimeoutExpired:
+        caught = True  # the scenario's own deadlines are shorter: a hang is a failure too
+    finally:
+        path.write_text(original)
+    return ("caught" if caught else "SURVIVED"), time.monotonic() - started
+
+
+def main(names: list[str]) -> int:
+    unknown = set(names) - {m.name for m in MUTANTS}
+    if unknown:
+        print(f"unknown mutant(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    chosen = [m for m in MUTANTS if not names or m.name in names]
+    with tempfile.TemporaryDirectory(prefix="sagaline-mutants-") as scratch:
+        tree = Path(scratch) / "tree"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "-q", "--detach", str(tree)], check=True)
+        try:
+            outcomes = []
+            for mutant in chosen:
+                outcome, seconds = run(mutant, tree)
+                outcomes.append(outcome)
+                print(f"{mutant.name:32} {outcome:8} {seconds:5.0f} s  {mutant.test}", flush=True)
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+    return 0 if all(o == "caught" for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
