@@ -14,6 +14,7 @@ published more than once (the orchestrator's inbox absorbs that).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,19 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import DeliveryError, PublishError
 from faststream.asgi import AsgiFastStream
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
+from prometheus_client import Counter
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.faults import FaultSwitch
-from consumers.inbox import StoredReply, claim, reply_envelope, store_reply
+from consumers.inbox import (
+    StoredReply,
+    claim,
+    claim_batch,
+    reply_envelope,
+    store_replies,
+    store_reply,
+)
 from consumers.settings import WorkerSettings
 from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
@@ -44,7 +53,7 @@ from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import Process
 from sagaline.messaging.errors import PermanentMessageError, ReportableError
 from sagaline.messaging.publish import CONTENT_TYPE
-from sagaline.service import Resources, build_service
+from sagaline.service import Background, Resources, build_service, consume_in_batches
 from sagaline.settings import Settings
 
 log = logging.getLogger("consumers.runtime")
@@ -89,18 +98,23 @@ class WorkerProcess:
     broker: RabbitBroker
     events: RabbitExchange
     faults: FaultSwitch
+    handled: Counter
+    """sagaline_commands_handled_total: by command, reply and whether it was a duplicate."""
 
     async def __call__(self, envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
-        handler = self.handlers.get(type(envelope.payload))
-        if handler is None:
-            raise PermanentMessageError(
-                ParkReason.UNEXPECTED_TYPE,
-                f"worker {self.spec.name} does not handle {envelope.type}",
-            )
-        reply, duplicate = await self._reply(envelope, handler, _attempt(delivery))
+        refusal = self.refusal(envelope)
+        if refusal is not None:
+            raise refusal
+        async with self.engine.begin() as conn:
+            reply, duplicate = await self._apply(conn, envelope, attempt_of(delivery))
         crash_point("worker.after_commit_before_reply")
         await publish_reply(self.broker, self.events, reply)
         crash_point("worker.before_ack")
+        self.record(envelope, reply, duplicate)
+
+    def record(self, envelope: Envelope[Any], reply: StoredReply, duplicate: bool) -> None:
+        """Count and log a command whose reply the broker confirmed (ids and types only)."""
+        self.handled.labels(envelope.type, reply.header.type, str(duplicate).lower()).inc()
         log.info(
             "command handled",
             extra={
@@ -112,17 +126,53 @@ class WorkerProcess:
             },
         )
 
-    async def _reply(
-        self, envelope: Envelope[Any], handler: Handler, attempt: int
-    ) -> tuple[StoredReply, bool]:
+    async def handle_batch(
+        self, commands: Sequence[tuple[Envelope[Any], int]]
+    ) -> list[tuple[StoredReply, bool]]:
+        """Apply (envelope, attempt) commands in one transaction, in order: (reply, duplicate) each.
+
+        Any failure rolls back the whole batch; the caller handles its commands one by one. A
+        command twice in one batch is handled once; its second copy gets the first one's reply.
+        """
+        inbox = self.spec.inbox
         async with self.engine.begin() as conn:
-            stored = await claim(conn, self.spec.inbox, envelope)
-            if stored is not None:
-                return stored, True
-            self.faults.check(envelope, attempt)
-            reply = StoredReply.of(reply_envelope(envelope, await handler(conn, envelope)))
-            await store_reply(conn, self.spec.inbox, envelope.message_id, reply)
+            known = await claim_batch(conn, inbox, [envelope for envelope, _ in commands])
+            fresh: dict[uuid.UUID, StoredReply] = {}
+            results: list[tuple[StoredReply, bool]] = []
+            for envelope, attempt in commands:
+                earlier = known.get(envelope.message_id) or fresh.get(envelope.message_id)
+                if earlier is not None:
+                    results.append((earlier, True))
+                    continue
+                self.faults.check(envelope, attempt)
+                fresh[envelope.message_id] = await self._decide(conn, envelope)
+                results.append((fresh[envelope.message_id], False))
+            await store_replies(conn, inbox, fresh)
+        return results
+
+    def refusal(self, envelope: Envelope[Any]) -> PermanentMessageError | None:
+        """Why this worker will never handle the command (it is parked), or None."""
+        if type(envelope.payload) in self.handlers:
+            return None
+        return PermanentMessageError(
+            ParkReason.UNEXPECTED_TYPE, f"worker {self.spec.name} does not handle {envelope.type}"
+        )
+
+    async def _apply(
+        self, conn: AsyncConnection, envelope: Envelope[Any], attempt: int
+    ) -> tuple[StoredReply, bool]:
+        stored = await claim(conn, self.spec.inbox, envelope)
+        if stored is not None:
+            return stored, True
+        self.faults.check(envelope, attempt)
+        reply = await self._decide(conn, envelope)
+        await store_reply(conn, self.spec.inbox, envelope.message_id, reply)
         return reply, False
+
+    async def _decide(self, conn: AsyncConnection, envelope: Envelope[Any]) -> StoredReply:
+        """Run the command's handler: its effect on the worker's tables, and the reply."""
+        handler = self.handlers[type(envelope.payload)]
+        return StoredReply.of(reply_envelope(envelope, await handler(conn, envelope)))
 
 
 class ReplyNotDelivered(ReportableError):
@@ -167,6 +217,8 @@ def build_worker(
     handlers = spec.handlers(config)
     faults = FaultSwitch(frozenset(config.fail_commands))
 
+    processes: list[WorkerProcess] = []
+
     def make_process(resources: Resources) -> Process:
         if faults.active:
             log.warning(
@@ -179,10 +231,33 @@ def build_worker(
             durable=True,
             declare=False,  # declared with the consumer's queues at start-up
         )
-        return WorkerProcess(spec, handlers, resources.engine, resources.broker, events, faults)
+        handled = Counter(
+            "sagaline_commands_handled_total",
+            "Commands handled and answered; duplicate=true when the stored reply was re-sent.",
+            ["command", "reply", "duplicate"],
+            registry=resources.registry,
+        )
+        processes.append(
+            WorkerProcess(
+                spec, handlers, resources.engine, resources.broker, events, faults, handled
+            )
+        )
+        return processes[-1]
+
+    def make_background(resources: Resources) -> Sequence[Background]:
+        from consumers.batch import WorkerBatch  # it builds on this module
+
+        return [
+            consume_in_batches(resources, spec.name, WorkerBatch(processes[-1], resources.handler))
+        ]
 
     return build_service(
-        settings, spec.name, spec.bindings, make_process, prepare=declare_reply_destination
+        settings,
+        spec.name,
+        spec.bindings,
+        make_process,
+        make_background,
+        prepare=declare_reply_destination,
     )
 
 
@@ -198,7 +273,7 @@ async def declare_reply_destination(resources: Resources) -> None:
     await declare_consumer(resources.channel, topology, ORCHESTRATOR, replies)
 
 
-def _attempt(delivery: AbstractIncomingMessage) -> int:
+def attempt_of(delivery: AbstractIncomingMessage) -> int:
     """1 for the first delivery; retried copies carry the number of failed attempts so far."""
     value = (delivery.headers or {}).get(H_ATTEMPT, 0)
     return value + 1 if isinstance(value, int) and value >= 0 else 1

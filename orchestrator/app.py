@@ -21,9 +21,10 @@ from orchestrator.store.step import Clock, SagaStore, StepResult, UnexpectedMess
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from sagaline.faults import crash_point
+from sagaline.messaging.batching import QueueBatches
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.errors import PermanentMessageError
-from sagaline.service import Background, Resources, build_service
+from sagaline.service import Background, Resources, build_service, consume_in_batches
 from sagaline.settings import Settings
 from sagaline.tls import db_connect_args
 
@@ -107,7 +108,7 @@ class Orchestrator:
         self.store: SagaStore | None = None
         self.metrics: SagaMetrics | None = None
         self.process: OrchestratorProcess | None = None
-        self.intake: IntakeLoop | None = None
+        self.intake: QueueBatches | None = None
         self.relay: OutboxRelay | None = None
         self.timers: TimerLoop | None = None
 
@@ -119,7 +120,6 @@ class Orchestrator:
             self._make_process,
             self._make_background,
             prepare=self._declare_workers,
-            subscribe=False,
         )
 
     async def _declare_workers(self, resources: Resources) -> None:
@@ -168,37 +168,13 @@ class Orchestrator:
             resources, self.metrics, interval=self.settings.parking_scan_seconds
         )
         assert self.process is not None
-        self.intake = IntakeLoop(
+        self.intake = consume_in_batches(
             resources,
-            BatchIntake(
-                self.store,
-                resources.handler,
-                batch_size=self.settings.batch_size,
-                batch_wait=self.settings.batch_wait_ms / 1000,
-                workers=self.settings.batch_workers,
-                observe=self.process.observe,
-            ),
+            ORCHESTRATOR,
+            BatchIntake(self.store, resources.handler, observe=self.process.observe),
         )
         # Started last and stopped first: batches in hand finish while relay and timers run.
         return (self.relay, self.timers, sampler, parking, self.intake)
-
-
-class IntakeLoop:
-    """Consumes the orchestrator's queue on its own channel into the batched intake."""
-
-    def __init__(self, resources: Resources, intake: BatchIntake) -> None:
-        self.resources = resources
-        self.intake = intake
-
-    async def start(self) -> None:
-        settings = self.resources.settings
-        channel = await self.resources.connection.channel()
-        await channel.set_qos(prefetch_count=settings.batch_size * settings.batch_workers * 2)
-        queue = await channel.get_queue(self.resources.topology.work_queue(ORCHESTRATOR))
-        await self.intake.start(queue)
-
-    async def stop(self) -> None:
-        await self.intake.stop(grace=self.resources.settings.graceful_timeout_seconds)
 
 
 def build_app(settings: Settings, clock: Clock = utcnow) -> AsgiFastStream:

@@ -15,9 +15,8 @@ from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitMessage, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from prometheus_client import CollectorRegistry, make_asgi_app
@@ -26,6 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import Topology
 from sagaline.db import create_engine
+from sagaline.messaging.batching import (
+    BatchConsumer,
+    BatchMetrics,
+    BatchProcessor,
+    QueueBatches,
+)
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import DeliveryHandler, Process
 from sagaline.settings import Settings
@@ -86,17 +91,15 @@ def build_service(
     make_process: ProcessFactory,
     make_background: BackgroundFactory = lambda _: (),
     prepare: Callable[[Resources], Awaitable[None]] | None = None,
-    subscribe: bool = True,
 ) -> AsgiFastStream:
-    """The process's app. With `subscribe=False` the work queue is not consumed through
-    FastStream: a background loop (the orchestrator's batched intake) consumes it instead,
-    using `resources.handler` for parking and per-message fallback."""
+    """The process's app. Its work queue is consumed by one of `make_background`'s loops (a
+    sagaline.messaging.batching.QueueBatches), which uses `resources.handler` for parking and
+    for handling a failed batch's messages one by one; the FastStream broker publishes."""
     registry = CollectorRegistry()
     broker = RabbitBroker(
         settings.amqp_url,
         security=broker_security(settings),
-        # Bounded prefetch: in-flight concurrency equals prefetch for RabbitMQ subscribers.
-        default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
+        default_channel=Channel(on_return_raises=True),
         graceful_timeout=settings.graceful_timeout_seconds,
         middlewares=[
             RabbitTelemetryMiddleware(),
@@ -106,17 +109,7 @@ def build_service(
     )
     resources = Resources(settings=settings, broker=broker, registry=registry)
     topology = settings.topology
-    handler_box: dict[str, DeliveryHandler] = {}
     background: list[Background] = []
-
-    queue = RabbitQueue(topology.work_queue(consumer), queue_type=QueueType.QUORUM, declare=False)
-
-    if subscribe:
-        # Our DeliveryHandler parses the raw body itself (size check first, precise park
-        # reasons); FastStream's JSON decoding would fail on malformed input before it runs.
-        @broker.subscriber(queue, ack_policy=AckPolicy.MANUAL, no_reply=True, decoder=_raw_body)
-        async def on_message(message: RabbitMessage) -> None:
-            await handler_box["handler"](message.raw_message)
 
     async def startup() -> None:
         resources.engine = create_engine(settings)
@@ -125,7 +118,7 @@ def build_service(
         await declare_consumer(resources.channel, topology, consumer, bindings(topology))
         if prepare is not None:
             await prepare(resources)
-        handler_box["handler"] = resources.handler = DeliveryHandler(
+        resources.handler = DeliveryHandler(
             consumer=consumer,
             topology=topology,
             channel=resources.channel,
@@ -140,8 +133,8 @@ def build_service(
         log.info("started", extra={"consumer": consumer})
 
     async def shutdown() -> None:
-        if "handler" in handler_box:
-            handler_box["handler"].stopping.set()
+        if hasattr(resources, "handler"):
+            resources.handler.stopping.set()
         for loop in reversed(background):
             await loop.stop()
 
@@ -177,8 +170,26 @@ def build_service(
     )
 
 
-async def _raw_body(message: RabbitMessage) -> None:
-    return None
+def consume_in_batches(
+    resources: Resources, consumer: str, processor: BatchProcessor
+) -> QueueBatches:
+    """The loop that consumes the process's work queue, sized by the batch settings."""
+    settings = resources.settings
+    batches = BatchConsumer(
+        processor,
+        batch_size=settings.batch_size,
+        batch_wait=settings.batch_wait_ms / 1000,
+        workers=settings.batch_workers,
+        stopping=resources.handler.stopping,
+        metrics=BatchMetrics(resources.registry, consumer),
+    )
+    return QueueBatches(
+        resources.connection,
+        resources.topology.work_queue(consumer),
+        batches,
+        grace=settings.graceful_timeout_seconds,
+        prefetch=settings.prefetch,
+    )
 
 
 async def readiness_problems(resources: Resources) -> list[str]:

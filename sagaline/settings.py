@@ -29,17 +29,18 @@ class Settings(BaseSettings):
     """Seconds between delivery attempts of a transiently failing message, one queue per delay."""
 
     delivery_limit: int = Field(default=20, ge=1, le=1000)
-    prefetch: int = Field(default=32, ge=1, le=5000)
+    prefetch: int | None = Field(default=None, ge=1, le=5000)
+    """Unacknowledged deliveries per process; default batch_size x batch_workers x 2."""
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     step_timeout_seconds: float = Field(default=120.0, gt=0)
     """A command with no reply after this long counts as failed (must exceed the retry ladder)."""
 
     batch_size: int = Field(default=64, ge=1, le=1000)
-    """Orchestrator: most messages applied in one database transaction."""
+    """Most messages applied in one database transaction (orchestrator and workers)."""
     batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
-    """Orchestrator: how long a batch waits to fill before it is applied anyway."""
+    """How long a batch waits to fill before it is applied anyway."""
     batch_workers: int = Field(default=2, ge=1, le=32)
-    """Orchestrator: batches in flight at once (prefetch is batch_size x workers x 2)."""
+    """Batches in flight at once in one process."""
     db_pool_size: int = Field(default=10, ge=1, le=200)
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)

@@ -64,8 +64,18 @@ class DeliveryHandler:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def __call__(self, delivery: AbstractIncomingMessage) -> None:
+        await self._guarded(delivery, self._handle(delivery))
+
+    async def settle_failure(
+        self, delivery: AbstractIncomingMessage, envelope: Envelope[Any], exc: Exception
+    ) -> None:
+        """Settle a delivery whose processing already failed with `exc`, without running it
+        again: park a permanent refusal, requeue on a database outage, else retry or park."""
+        await self._guarded(delivery, self._settle_failure(delivery, envelope, exc))
+
+    async def _guarded(self, delivery: AbstractIncomingMessage, work: Awaitable[None]) -> None:
         try:
-            await self._handle(delivery)
+            await work
         except Exception as exc:
             # Retry or parking copies could not be published (broker trouble). Give the message
             # back after a pause instead of holding it unacknowledged for the channel's life;
@@ -89,9 +99,6 @@ class DeliveryHandler:
         while True:
             try:
                 await self.process(envelope, delivery)
-            except PermanentMessageError as exc:
-                await self.park(delivery, exc.reason, exc.summary, envelope)
-                return
             except Exception as exc:
                 if is_database_outage(exc) and not self.stopping.is_set():
                     # Hold the delivery and wait: retrying through the queues would burn the
@@ -103,14 +110,21 @@ class DeliveryHandler:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.outage_backoff[1])
                     continue
-                if is_database_outage(exc):
-                    await _requeue(delivery)
-                    return
-                await self._retry_or_park(delivery, exc, envelope)
+                await self._settle_failure(delivery, envelope, exc)
                 return
             else:
                 await delivery.ack()
                 return
+
+    async def _settle_failure(
+        self, delivery: AbstractIncomingMessage, envelope: Envelope[Any], exc: Exception
+    ) -> None:
+        if isinstance(exc, PermanentMessageError):
+            await self.park(delivery, exc.reason, exc.summary, envelope)
+        elif is_database_outage(exc):
+            await _requeue(delivery)  # stopping: the broker gives it to the next consumer
+        else:
+            await self._retry_or_park(delivery, exc, envelope)
 
     async def _retry_or_park(
         self, delivery: AbstractIncomingMessage, exc: Exception, envelope: Envelope[Any]

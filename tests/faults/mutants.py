@@ -53,8 +53,8 @@ MUTANTS = (
     Mutant(
         "worker-inbox-dedupe",
         "consumers/inbox.py",
-        "    if inserted.first() is not None:\n        return None",
-        "    inserted.first()\n    return None",
+        "    earlier = set(ids) - {row[0] for row in inserted}",
+        "    earlier = set(ids) - set(ids)",
         "test_crash_points.py::test_payments_worker_crash_points",
     ),
     Mutant(
