@@ -8,6 +8,7 @@ gets the stored reply back byte for byte: the effect happens once, the answer is
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ async def store_reply(
 
 # The batch forms: one statement for a whole batch's claims and one for its replies, instead of
 # two per command (each statement is a round trip and a syscall, the worker's main cost).
+@functools.cache  # built once per table: SQLAlchemy then reuses its compiled form
 def _claim_many(inbox: Table) -> TextClause:
     return text(
         f"INSERT INTO {inbox.schema}.{inbox.name} (message_id, command_type) "
@@ -121,6 +123,7 @@ def _claim_many(inbox: Table) -> TextClause:
     )
 
 
+@functools.cache
 def _store_many(inbox: Table) -> TextClause:
     return text(
         f"UPDATE {inbox.schema}.{inbox.name} AS i SET reply_type = v.reply_type, "

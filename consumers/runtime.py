@@ -4,11 +4,13 @@ A handler decides and applies the command's effect on the worker's own tables, o
 it is given, and returns the reply event. Business outcomes (declined, out of stock) are reply
 events; an exception means a transient failure and sends the delivery through retry and parking.
 
-Per command the worker runs one transaction: claim the inbox row (or find the reply stored the
-first time), run the handler, store its reply; then, after commit, publish the reply with a
-publisher confirm; only then does the DeliveryHandler ack. A crash anywhere before the ack
-redelivers the command, which returns the stored reply: the effect happens once, the reply may be
-published more than once (the orchestrator's inbox absorbs that).
+Per command the worker claims the inbox row (or finds the reply stored the first time), runs the
+handler and stores its reply, all in one transaction; after commit it publishes the reply with a
+publisher confirm, and only then acks. Commands arrive in batches (consumers.batch) that share
+the transaction; a failed batch is handled again one command at a time by `WorkerProcess` through
+the DeliveryHandler. A crash anywhere before the ack redelivers the command, which returns the
+stored reply: the effect happens once, the reply may be published more than once (the
+orchestrator's inbox absorbs that).
 """
 
 from __future__ import annotations
@@ -113,9 +115,17 @@ class WorkerProcess:
         self.record(envelope, reply, duplicate)
 
     def record(self, envelope: Envelope[Any], reply: StoredReply, duplicate: bool) -> None:
-        """Count and log a command whose reply the broker confirmed (ids and types only)."""
+        """Count and log a command whose reply the broker confirmed (ids and types only).
+
+        Every command is counted; a line per command is DEBUG (at thousands a second it would
+        cost more than the command), while a duplicate answered from its stored reply is INFO.
+        """
         self.handled.labels(envelope.type, reply.header.type, str(duplicate).lower()).inc()
-        log.info(
+        level = logging.INFO if duplicate else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
+        log.log(
+            level,
             "command handled",
             extra={
                 "message_id": str(envelope.message_id),

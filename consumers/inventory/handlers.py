@@ -42,19 +42,24 @@ _MOVE = (
 )
 
 
+_ORDER_STATUS = select(orders.c.status).where(orders.c.order_id == bindparam("order_id"))
+# Locks the existing stock rows of some skus, in lock order.
+_LOCK_STOCK = (
+    select(stock.c.sku, stock.c.on_hand)
+    .where(stock.c.sku.in_(bindparam("skus", expanding=True)))
+    .order_by(_BY_SKU)
+    .with_for_update()
+)
+
+
 async def order_status(conn: AsyncConnection, order_id: str) -> rules.OrderStatus | None:
-    value = await conn.scalar(select(orders.c.status).where(orders.c.order_id == order_id))
+    value = await conn.scalar(_ORDER_STATUS, {"order_id": order_id})
     return None if value is None else rules.OrderStatus(value)
 
 
 async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
     """Lock the existing rows of these skus (in lock order); their on_hand by sku."""
-    rows = await conn.execute(
-        select(stock.c.sku, stock.c.on_hand)
-        .where(stock.c.sku.in_(list(skus)))
-        .order_by(_BY_SKU)
-        .with_for_update()
-    )
+    rows = await conn.execute(_LOCK_STOCK, {"skus": list(skus)})
     return {sku: on_hand for sku, on_hand in rows}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,13 +21,20 @@ from contracts.order import (
     RefundPayment,
 )
 
+# Built once: the hot path then skips building the statement and its cache key per command.
+_LEDGER = (
+    select(ledger.c.kind, ledger.c.amount_cents, ledger.c.payment_id)
+    .where(ledger.c.order_id == bindparam("order_id"))
+    .order_by(ledger.c.entry_id)
+)
+_LIMIT = select(customer_limits.c.limit_cents).where(
+    customer_limits.c.customer_id == bindparam("customer_id")
+)
+_ENTRY = insert(ledger)
+
 
 async def load_ledger(conn: AsyncConnection, order_id: str) -> rules.OrderLedger:
-    rows = await conn.execute(
-        select(ledger.c.kind, ledger.c.amount_cents, ledger.c.payment_id)
-        .where(ledger.c.order_id == order_id)
-        .order_by(ledger.c.entry_id)
-    )
+    rows = await conn.execute(_LEDGER, {"order_id": order_id})
     return rules.summarise(
         rules.LedgerEntry(rules.EntryKind(kind), amount, payment_id)
         for kind, amount, payment_id in rows
@@ -35,9 +42,7 @@ async def load_ledger(conn: AsyncConnection, order_id: str) -> rules.OrderLedger
 
 
 async def customer_limit(conn: AsyncConnection, customer_id: str, default_cents: int) -> int:
-    limit = await conn.scalar(
-        select(customer_limits.c.limit_cents).where(customer_limits.c.customer_id == customer_id)
-    )
+    limit = await conn.scalar(_LIMIT, {"customer_id": customer_id})
     return default_cents if limit is None else int(limit)
 
 
@@ -72,15 +77,16 @@ def make_handlers(config: WorkerSettings) -> HandlerMap:
             return PaymentFailed(order_id=command.order_id, reason=decision.reason)
         if decision.new:
             await conn.execute(
-                insert(ledger).values(
-                    order_id=command.order_id,
-                    kind=rules.EntryKind.CHARGE.value,
-                    amount_cents=decision.amount_cents,
-                    payment_id=decision.payment_id,
-                    customer_id=command.customer_id,
-                    currency=command.currency,
-                    message_id=envelope.message_id,
-                )
+                _ENTRY,
+                {
+                    "order_id": command.order_id,
+                    "kind": rules.EntryKind.CHARGE.value,
+                    "amount_cents": decision.amount_cents,
+                    "payment_id": decision.payment_id,
+                    "customer_id": command.customer_id,
+                    "currency": command.currency,
+                    "message_id": envelope.message_id,
+                },
             )
         return PaymentProcessed(
             order_id=command.order_id,
@@ -111,10 +117,11 @@ async def _entry(
     conn: AsyncConnection, envelope: Envelope[RefundPayment], kind: rules.EntryKind, amount: int
 ) -> None:
     await conn.execute(
-        insert(ledger).values(
-            order_id=envelope.payload.order_id,
-            kind=kind.value,
-            amount_cents=amount,
-            message_id=envelope.message_id,
-        )
+        _ENTRY,
+        {
+            "order_id": envelope.payload.order_id,
+            "kind": kind.value,
+            "amount_cents": amount,
+            "message_id": envelope.message_id,
+        },
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.locks import lock_order
@@ -20,15 +20,15 @@ from contracts.order import (
     ShipmentFailed,
 )
 
+# Built once: the hot path then skips building the statement and its cache key per command.
+_SHIPMENT = select(shipments.c.status, shipments.c.tracking_number).where(
+    shipments.c.order_id == bindparam("order_id")
+)
+_NEW_SHIPMENT = insert(shipments)
+
 
 async def load_shipment(conn: AsyncConnection, order_id: str) -> rules.Shipment | None:
-    row = (
-        await conn.execute(
-            select(shipments.c.status, shipments.c.tracking_number).where(
-                shipments.c.order_id == order_id
-            )
-        )
-    ).first()
+    row = (await conn.execute(_SHIPMENT, {"order_id": order_id})).first()
     return None if row is None else rules.Shipment(rules.ShipmentStatus(row[0]), row[1])
 
 
@@ -45,13 +45,14 @@ async def create_shipment(conn: AsyncConnection, envelope: Envelope[CreateShipme
         return ShipmentFailed(order_id=command.order_id, reason=decision.reason)
     if decision.new:
         await conn.execute(
-            insert(shipments).values(
-                order_id=command.order_id,
-                saga_id=envelope.correlation_id,
-                country=command.ship_to.country,
-                tracking_number=decision.tracking_number,
-                status=rules.ShipmentStatus.CREATED.value,
-            )
+            _NEW_SHIPMENT,
+            {
+                "order_id": command.order_id,
+                "saga_id": envelope.correlation_id,
+                "country": command.ship_to.country,
+                "tracking_number": decision.tracking_number,
+                "status": rules.ShipmentStatus.CREATED.value,
+            },
         )
     return OrderShipped(order_id=command.order_id, tracking_number=decision.tracking_number)
 

@@ -81,6 +81,7 @@ class BatchConsumer:
         """Set on stop: outage holds give their deliveries back instead of waiting."""
         self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._collecting = asyncio.Lock()
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
 
@@ -107,7 +108,10 @@ class BatchConsumer:
 
     async def _work(self) -> None:
         while True:
-            batch = await self._collect()
+            # One worker collects at a time: waiting deliveries fill one batch instead of
+            # being dealt out one each to workers that all wait on the queue.
+            async with self._collecting:
+                batch = await self._collect()
             started = time.monotonic()
             try:
                 await self.processor.process(batch)

@@ -282,3 +282,58 @@ async def test_a_worker_started_before_any_orchestrator_has_its_replies_queued(
                 if message.headers.get(H_CAUSATION_ID) == str(command.message_id):
                     found = message
     assert found.type == "PaymentProcessed"
+
+
+def refund(order_id: str) -> Envelope[o.RefundPayment]:
+    return new_envelope(o.RefundPayment(order_id=order_id), correlation_id=uuid.uuid4())
+
+
+async def test_a_failing_command_does_not_hold_back_or_repeat_the_rest_of_its_batch(
+    fsettings: Settings, channel: AbstractChannel, replies: ReplyListener, db: AsyncEngine
+) -> None:
+    batch_failures = Attempts()  # records the batch consumer's warnings
+    logging.getLogger("sagaline.batching").addHandler(batch_failures)
+    try:
+        await _failing_command_in_a_batch(fsettings, channel, replies, db, batch_failures)
+    finally:
+        logging.getLogger("sagaline.batching").removeHandler(batch_failures)
+
+
+async def _failing_command_in_a_batch(
+    fsettings: Settings,
+    channel: AbstractChannel,
+    replies: ReplyListener,
+    db: AsyncEngine,
+    batch_failures: Attempts,
+) -> None:
+    """Commands waiting together are taken as one batch; one of them fails (fault switch on
+    ProcessPayment). The batch is rolled back and handled one by one: each refund is answered
+    once and written once, and the failing charge alone goes through retries to parking."""
+    topology = fsettings.topology
+    async with running(build_app("payments", fsettings, HEALTHY)):
+        pass  # declares the work queue, so the commands below wait in it together
+    orders = [f"order-{uuid.uuid4().hex[:12]}" for _ in range(5)]
+    refunds = [refund(order_id) for order_id in orders[:4]]
+    failing = charge(orders[4])
+    for command in (*refunds[:2], failing, *refunds[2:]):
+        await send_command(channel, topology, command)
+
+    # A batch waits long enough here for all five to be delivered into it.
+    patient = fsettings.model_copy(update={"batch_wait_ms": 1000.0})
+    async with running(build_app("payments", patient, FAILING)):
+        parked = await wait_parked(channel, topology.parking_queue("payments"), failing.message_id)
+        for command in refunds:
+            await replies.wait(command.message_id)
+
+    (split,) = [r for r in batch_failures.records if "one by one" in r.getMessage()]
+    assert getattr(split, "size", None) == 5  # the five waited together, in one batch
+    answered = [replies.replies_to(command.message_id) for command in refunds]
+    assert [len(r) for r in answered] == [1, 1, 1, 1]
+    assert all(isinstance(r[0].envelope.payload, o.PaymentRefunded) for r in answered)
+    assert [await inbox_rows(db, command.message_id) for command in refunds] == [1, 1, 1, 1]
+    async with db.connect() as conn:
+        entries = await conn.scalar(select(func.count()).where(pay.ledger.c.order_id.in_(orders)))
+    assert entries == 4  # one void entry per refund before any charge; no charge written
+    assert parked.headers[H_REASON] == ParkReason.RETRIES_EXHAUSTED.value
+    assert replies.replies_to(failing.message_id) == []
+    assert await inbox_rows(db, failing.message_id) == 0
