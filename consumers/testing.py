@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from faststream.asgi import AsgiFastStream
 
 from contracts.envelope import Envelope
-from contracts.topology import H_CAUSATION_ID, Topology
+from contracts.topology import H_CAUSATION_ID, ORCHESTRATOR, Topology
 from sagaline.messaging.declare import declare_exchanges, delete_consumer, delete_exchanges
 from sagaline.messaging.parsing import parse_body
 from sagaline.messaging.publish import envelope_message, publish_envelope
@@ -133,7 +133,10 @@ async def wait_parked(
 async def delete_namespace(
     channel: AbstractChannel, topology: Topology, consumers: Iterable[str]
 ) -> None:
-    """Remove the queues of these consumers and the namespace's exchanges."""
-    for consumer in consumers:
+    """Remove the queues of these consumers and the namespace's exchanges.
+
+    The orchestrator's queues go too: every worker declares them for its replies.
+    """
+    for consumer in dict.fromkeys([*consumers, ORCHESTRATOR]):
         await delete_consumer(channel, topology, consumer)
     await delete_exchanges(channel, topology)
