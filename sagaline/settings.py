@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     timer_poll_seconds: float = Field(default=1.0, gt=0)
-    timer_batch_size: int = Field(default=200, ge=1, le=10_000)
+    timer_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    """Due timers fired per round (one transaction). Matters when many fall due at once, e.g.
+    after an outage: 1,000 fired 2,068/s where 200 fired 1,593/s (30k due timers, bench)."""
     metrics_interval_seconds: float = Field(default=5.0, gt=0)
     """How often database-wide gauges (active sagas, outbox backlog) are refreshed."""
     parking_scan_seconds: float = Field(default=30.0, gt=0)
