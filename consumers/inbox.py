@@ -25,9 +25,8 @@ from sqlalchemy import (
     func,
     select,
     text,
-    update,
 )
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import ReplyEvent
@@ -84,36 +83,17 @@ def reply_envelope(command: Envelope[Any], reply: ReplyEvent) -> Envelope[ReplyE
 
 async def claim(conn: AsyncConnection, inbox: Table, command: Envelope[Any]) -> StoredReply | None:
     """Insert the command's inbox row; None when it is new, else the reply stored the first time."""
-    inserted = await conn.execute(
-        insert(inbox)
-        .values(message_id=command.message_id, command_type=command.type)
-        .on_conflict_do_nothing(index_elements=[inbox.c.message_id])
-        .returning(inbox.c.message_id)
-    )
-    if inserted.first() is not None:
-        return None
-    body = (
-        await conn.execute(
-            select(inbox.c.reply_body).where(inbox.c.message_id == command.message_id)
-        )
-    ).scalar_one()
-    if body is None:  # cannot happen after commit (see inbox_table); retrying is the safe answer
-        raise RuntimeError("inbox row without a stored reply")
-    return StoredReply.from_body(bytes(body))
+    return (await claim_batch(conn, inbox, [command])).get(command.message_id)
 
 
 async def store_reply(
     conn: AsyncConnection, inbox: Table, command_id: uuid.UUID, reply: StoredReply
 ) -> None:
-    await conn.execute(
-        update(inbox)
-        .where(inbox.c.message_id == command_id)
-        .values(reply_type=reply.header.type, reply_body=reply.body)
-    )
+    await store_replies(conn, inbox, {command_id: reply})
 
 
-# The batch forms: one statement for a whole batch's claims and one for its replies, instead of
-# two per command (each statement is a round trip and a syscall, the worker's main cost).
+# One statement for a whole batch's claims and one for its replies, instead of two per command
+# (each statement is a round trip and a syscall, the worker's main cost).
 @functools.cache  # built once per table: SQLAlchemy then reuses its compiled form
 def _claim_many(inbox: Table) -> TextClause:
     return text(
@@ -136,7 +116,7 @@ def _store_many(inbox: Table) -> TextClause:
 async def claim_batch(
     conn: AsyncConnection, inbox: Table, commands: Sequence[Envelope[Any]]
 ) -> dict[uuid.UUID, StoredReply]:
-    """`claim` for many commands at once: the replies stored for those handled before.
+    """Claim inbox rows for many commands at once: the replies stored for those handled before.
 
     A command missing from the result is new and its row is claimed by this transaction.
     Rows are inserted in id order, so two replicas' batches take their locks in one order.

@@ -30,14 +30,7 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.faults import FaultSwitch
-from consumers.inbox import (
-    StoredReply,
-    claim,
-    claim_batch,
-    reply_envelope,
-    store_replies,
-    store_reply,
-)
+from consumers.inbox import StoredReply, claim_batch, reply_envelope, store_replies
 from consumers.settings import WorkerSettings
 from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
@@ -107,8 +100,7 @@ class WorkerProcess:
         refusal = self.refusal(envelope)
         if refusal is not None:
             raise refusal
-        async with self.engine.begin() as conn:
-            reply, duplicate = await self._apply(conn, envelope, attempt_of(delivery))
+        ((reply, duplicate),) = await self.handle_batch([(envelope, attempt_of(delivery))])
         crash_point("worker.after_commit_before_reply")
         await publish_reply(self.broker, self.events, reply)
         crash_point("worker.before_ack")
@@ -167,17 +159,6 @@ class WorkerProcess:
         return PermanentMessageError(
             ParkReason.UNEXPECTED_TYPE, f"worker {self.spec.name} does not handle {envelope.type}"
         )
-
-    async def _apply(
-        self, conn: AsyncConnection, envelope: Envelope[Any], attempt: int
-    ) -> tuple[StoredReply, bool]:
-        stored = await claim(conn, self.spec.inbox, envelope)
-        if stored is not None:
-            return stored, True
-        self.faults.check(envelope, attempt)
-        reply = await self._decide(conn, envelope)
-        await store_reply(conn, self.spec.inbox, envelope.message_id, reply)
-        return reply, False
 
     async def _decide(self, conn: AsyncConnection, envelope: Envelope[Any]) -> StoredReply:
         """Run the command's handler: its effect on the worker's tables, and the reply."""

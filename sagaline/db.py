@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -9,6 +14,10 @@ from sqlalchemy.pool import NullPool
 
 from sagaline.settings import Settings
 from sagaline.tls import db_connect_args
+
+log = logging.getLogger("sagaline.db")
+
+T = TypeVar("T")
 
 _OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     ConnectionError,
@@ -62,3 +71,32 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
 
 def create_unpooled_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, poolclass=NullPool)
+
+
+async def hold_through_outage(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    stopping: asyncio.Event,
+    backoff: tuple[float, float],
+    what: str,
+    extra: dict[str, Any] | None = None,
+) -> T:
+    """Run `attempt` until it does not fail for a database outage, backing off in between.
+
+    While the database is away a message (or a batch) is held, not sent through the retry
+    ladder: that would only burn every message's attempts. Once `stopping` is set the outage
+    error is raised, so the caller gives its deliveries back to the broker instead of holding
+    them.
+    """
+    delay = backoff[0]
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not is_database_outage(exc) or stopping.is_set():
+                raise
+            log.warning(
+                f"database unavailable; holding {what}", extra={**(extra or {}), "retry_in": delay}
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, backoff[1])

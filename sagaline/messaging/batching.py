@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from prometheus_client import CollectorRegistry, Histogram
 
 from contracts.envelope import Envelope
-from sagaline.db import is_database_outage
+from sagaline.db import hold_through_outage
 from sagaline.messaging.delivery import DeliveryHandler
 from sagaline.messaging.errors import PermanentMessageError, error_summary
 from sagaline.messaging.parsing import parse_body
@@ -189,31 +189,6 @@ async def settle_one_by_one(
     )
     for delivery, _ in parsed:
         await handler(delivery)
-
-
-async def hold_through_outage(
-    attempt: Callable[[], Awaitable[T]],
-    *,
-    stopping: asyncio.Event,
-    backoff: tuple[float, float],
-    what: str,
-) -> T:
-    """Run `attempt` until it does not fail for a database outage, backing off in between.
-
-    While the database is away a batch is held, not sent through the retry ladder: that would
-    only burn every message's attempts. Once `stopping` is set the outage error is raised, so
-    the caller gives its deliveries back to the broker instead of holding them.
-    """
-    delay = backoff[0]
-    while True:
-        try:
-            return await attempt()
-        except Exception as exc:
-            if not is_database_outage(exc) or stopping.is_set():
-                raise
-            log.warning(f"database unavailable; holding {what}", extra={"retry_in": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, backoff[1])
 
 
 class QueueBatches:

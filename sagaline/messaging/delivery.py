@@ -28,7 +28,7 @@ from contracts.topology import (
     ParkReason,
     Topology,
 )
-from sagaline.db import is_database_outage
+from sagaline.db import hold_through_outage, is_database_outage
 from sagaline.messaging.errors import PermanentMessageError, error_summary
 from sagaline.messaging.parsing import parse_body
 
@@ -95,26 +95,18 @@ class DeliveryHandler:
     async def _process_until_settled(
         self, envelope: Envelope[Any], delivery: AbstractIncomingMessage
     ) -> None:
-        delay = self.outage_backoff[0]
-        while True:
-            try:
-                await self.process(envelope, delivery)
-            except Exception as exc:
-                if is_database_outage(exc) and not self.stopping.is_set():
-                    # Hold the delivery and wait: retrying through the queues would burn the
-                    # attempts of every message while the database is away.
-                    log.warning(
-                        "database unavailable; holding delivery",
-                        extra={"message_id": str(envelope.message_id), "retry_in": delay},
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.outage_backoff[1])
-                    continue
-                await self._settle_failure(delivery, envelope, exc)
-                return
-            else:
-                await delivery.ack()
-                return
+        try:
+            await hold_through_outage(
+                lambda: self.process(envelope, delivery),
+                stopping=self.stopping,
+                backoff=self.outage_backoff,
+                what="delivery",
+                extra={"message_id": str(envelope.message_id)},
+            )
+        except Exception as exc:
+            await self._settle_failure(delivery, envelope, exc)
+        else:
+            await delivery.ack()
 
     async def _settle_failure(
         self, delivery: AbstractIncomingMessage, envelope: Envelope[Any], exc: Exception
