@@ -171,7 +171,12 @@ class Orchestrator:
         self.intake = consume_in_batches(
             resources,
             ORCHESTRATOR,
-            BatchIntake(self.store, resources.handler, observe=self.process.observe),
+            BatchIntake(
+                self.store,
+                resources.handler,
+                observe=self.process.observe,
+                dispatch=self.relay.dispatch,
+            ),
         )
         # Started last and stopped first: batches in hand finish while relay and timers run.
         return (self.relay, self.timers, sampler, parking, self.intake)

@@ -3,7 +3,13 @@
 Woken by LISTEN/NOTIFY (delivered at commit) with a polling fallback. Several relays may run:
 rows are claimed with FOR UPDATE SKIP LOCKED, so each row is published by one relay at a time.
 A crash after publishing and before marking re-publishes the row with the same message id;
-consumers' inboxes absorb the duplicate.
+consumers' inboxes absorb the duplicate. For the same reason the mark is committed without
+waiting for its WAL flush: a mark lost in a database crash only means one more duplicate.
+
+The intake does not wait for a relay round: right after a batch of steps commits it hands the
+batch's message ids to `dispatch`, which claims, publishes and marks exactly those rows (the
+same claim, so a row is still published by one party at a time). Rows it could not publish
+stay in the outbox for the relay loop, which it wakes.
 
 The relay publishes on a channel of its own. A broker error on it (an exchange deleted under
 it, a broker restart) closes only that channel, never the intake's or the delivery handler's;
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,18 +33,34 @@ import aio_pika
 import aiormq
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
-from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.store.step import NOTIFY_CHANNEL, Clock, utcnow
-from orchestrator.store.tables import outbox
+from orchestrator.store.step import NOTIFY_CHANNEL, Clock, driver_connection, utcnow
 from sagaline.background import BackgroundLoop
 from sagaline.faults import crash_point
 from sagaline.messaging.errors import error_summary
 from sagaline.messaging.publish import amqp_message
 
 log = logging.getLogger("sagaline.relay")
+
+_COLUMNS = "id, message_id, saga_id, exchange, routing_key, message_type, body, headers"
+
+CLAIM_NEXT = f"""
+SELECT {_COLUMNS} FROM saga.outbox
+WHERE published_at IS NULL AND NOT exchange = ANY($2::text[])
+ORDER BY id LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+CLAIM_GIVEN = f"""
+SELECT {_COLUMNS} FROM saga.outbox
+WHERE message_id = ANY($1::uuid[]) AND published_at IS NULL AND NOT exchange = ANY($2::text[])
+ORDER BY id
+FOR UPDATE SKIP LOCKED
+"""
+
+MARK_SENT = "UPDATE saga.outbox SET published_at = $2 WHERE id = ANY($1::bigint[])"
 
 
 class OutboxRelay(BackgroundLoop):
@@ -69,6 +92,8 @@ class OutboxRelay(BackgroundLoop):
         self.published = 0
         self._listener: asyncpg.Connection | None = None
         self._channel: AbstractChannel | None = None
+        self._opening = asyncio.Lock()
+        """The loop and the intake's dispatches share one channel: open it once."""
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._missing: dict[str, float] = {}
         """Exchange name -> monotonic time it was last found missing."""
@@ -99,67 +124,78 @@ class OutboxRelay(BackgroundLoop):
             # A claim of only held rows found a new missing exchange: claim again without it.
             if confirmed is not None or len(self._missing) == held_before:
                 break
+        return self._count(confirmed)
+
+    async def dispatch(self, message_ids: Sequence[uuid.UUID]) -> int:
+        """Publish the just-committed rows with these message ids now; returns how many were
+        confirmed. Rows held elsewhere are skipped; rows not published are left to the loop."""
+        if not message_ids:
+            return 0
+        try:
+            confirmed = await self._claim_and_publish(list(message_ids))
+        except Exception as exc:  # the rows are safe in the outbox: the loop retries them
+            log.warning("outbox dispatch failed", extra={"error": error_summary(exc)})
+            confirmed = None
+        count = self._count(confirmed)
+        if count < len(message_ids):
+            self.wake()
+        return count
+
+    def _count(self, confirmed: list[int] | None) -> int:
         count = len(confirmed or ())
         self.published += count
         if self.on_published is not None and count:
             self.on_published(count)
         return count
 
-    async def _claim_and_publish(self) -> list[int] | None:
-        """The confirmed row ids; None when every claimed row's exchange was missing."""
-        async with self.engine.begin() as conn:
-            query = (
-                select(
-                    outbox.c.id,
-                    outbox.c.message_id,
-                    outbox.c.saga_id,
-                    outbox.c.exchange,
-                    outbox.c.routing_key,
-                    outbox.c.message_type,
-                    outbox.c.body,
-                    outbox.c.headers,
-                )
-                .where(outbox.c.published_at.is_(None))
-                .order_by(outbox.c.id)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            if self._missing:
-                query = query.where(outbox.c.exchange.not_in(sorted(self._missing)))
-            claimed = (await conn.execute(query)).all()
-            if not claimed:
-                return []
-            rows = await self._routable(claimed)
-            if not rows:
-                return None
-            confirmed = await self._publish(rows)
-            crash_point("orchestrator.after_publish_before_mark")
-            if confirmed:
-                await conn.execute(
-                    update(outbox)
-                    .where(outbox.c.id.in_(confirmed))
-                    .values(published_at=self.clock())
-                )
+    async def _claim_and_publish(
+        self, message_ids: list[uuid.UUID] | None = None
+    ) -> list[int] | None:
+        """The confirmed row ids; None when every claimed row's exchange was missing.
+
+        Claims the next `batch_size` unpublished rows, or the unpublished ones of
+        `message_ids`."""
+        missing = sorted(self._missing)
+        async with self.engine.connect() as sa_conn:
+            conn = await driver_connection(sa_conn)
+            async with conn.transaction():
+                # Losing this transaction's mark in a crash re-publishes (consumers dedupe);
+                # not waiting for its flush saves a WAL flush per round.
+                await conn.execute("SET LOCAL synchronous_commit TO off")
+                if message_ids is None:
+                    claimed = await conn.fetch(CLAIM_NEXT, self.batch_size, missing)
+                else:
+                    claimed = await conn.fetch(CLAIM_GIVEN, message_ids, missing)
+                if not claimed:
+                    return []
+                rows = await self._routable(claimed)
+                if not rows:
+                    return None
+                confirmed = await self._publish(rows)
+                crash_point("orchestrator.after_publish_before_mark")
+                if confirmed:
+                    await conn.execute(MARK_SENT, confirmed, self.clock())
         return confirmed
 
     async def _routable(self, rows: Sequence[Any]) -> list[Any]:
         """The rows whose exchange exists; the others are logged and left unpublished."""
         channel = await self._publish_channel()
-        unknown = {row.exchange for row in rows} - set(self._exchanges)
+        exchanges = self._exchanges
+        unknown = {row["exchange"] for row in rows} - set(exchanges)
         if unknown:
             for name in sorted(unknown):
                 if await self._exchange_exists(name):
-                    self._exchanges[name] = await channel.get_exchange(name, ensure=False)
+                    exchanges[name] = await channel.get_exchange(name, ensure=False)
                 else:
                     self._missing[name] = time.monotonic()
                     log.error(
                         "outbox rows held: their exchange does not exist",
                         extra={
                             "exchange": name,
-                            "rows": sum(1 for row in rows if row.exchange == name),
+                            "rows": sum(1 for row in rows if row["exchange"] == name),
                         },
                     )
-        return [row for row in rows if row.exchange in self._exchanges]
+        return [row for row in rows if row["exchange"] in exchanges]
 
     async def _exchange_exists(self, name: str) -> bool:
         if not name:
@@ -182,16 +218,19 @@ class OutboxRelay(BackgroundLoop):
                 del self._missing[name]
 
     async def _publish_channel(self) -> AbstractChannel:
-        if self._channel is None or self._channel.is_closed:
-            self._exchanges.clear()  # exchange objects are bound to the channel they came from
-            self._channel = await self.connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
-        return self._channel
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed:
+                # Exchange objects are bound to the channel they came from. A new dict, not
+                # clear(): a publish in flight keeps the one it started with.
+                self._exchanges = {}
+                self._channel = await self.connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+            return self._channel
 
     async def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
-        self._exchanges.clear()
+        self._exchanges = {}
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -201,18 +240,18 @@ class OutboxRelay(BackgroundLoop):
 
         async def one(row: Any) -> None:
             message = amqp_message(
-                bytes(row.body),
-                message_id=str(row.message_id),
-                correlation_id=str(row.saga_id),
-                message_type=row.message_type,
-                headers=dict(row.headers or {}),
+                bytes(row["body"]),
+                message_id=str(row["message_id"]),
+                correlation_id=str(row["saga_id"]),
+                message_type=row["message_type"],
+                headers=dict(row["headers"] or {}),
             )
             # Commands must reach a worker queue (returned = misconfiguration, keep the row);
             # domain events go to whoever subscribes, possibly nobody.
-            await exchanges[row.exchange].publish(
+            await exchanges[row["exchange"]].publish(
                 message,
-                routing_key=row.routing_key,
-                mandatory=row.exchange == self.commands_exchange,
+                routing_key=row["routing_key"],
+                mandatory=row["exchange"] == self.commands_exchange,
             )
 
         # Frames go out in call order on one channel; only the confirms are awaited together.
@@ -223,13 +262,13 @@ class OutboxRelay(BackgroundLoop):
                 log.error(
                     "outbox publish failed",
                     extra={
-                        "message_id": str(row.message_id),
-                        "message_type": row.message_type,
+                        "message_id": str(row["message_id"]),
+                        "message_type": row["message_type"],
                         "error": error_summary(result),
                     },
                 )
             else:
-                confirmed.append(row.id)
+                confirmed.append(row["id"])
         if len(confirmed) < len(rows) and not confirmed:
             raise RuntimeError("no outbox row could be published")
         return confirmed

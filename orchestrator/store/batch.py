@@ -165,8 +165,10 @@ async def load(
     return snapshots, owners
 
 
-async def write(conn: asyncpg.Connection, plan: Plan) -> None:
-    """Apply the plan; ConcurrencyConflict when any saga moved since it was loaded."""
+async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = True) -> None:
+    """Apply the plan; ConcurrencyConflict when any saga moved since it was loaded.
+
+    `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself)."""
     if plan.refused_ids:
         # A refused message leaves no trace, so that a replay after a fix can process it.
         await conn.execute(_INBOX_FORGET, plan.refused_ids)
@@ -175,7 +177,8 @@ async def write(conn: asyncpg.Connection, plan: Plan) -> None:
         await conn.execute(_HISTORY, *_columns(plan.history, 11))
     if plan.outbox:
         await conn.execute(_OUTBOX, *_columns(plan.outbox, 8))
-        await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+        if notify_relay:
+            await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
     await _write_timers(conn, plan)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "SagaStore",
     "StepResult",
     "UnexpectedMessage",
+    "driver_connection",
     "load_snapshot",
     "unpublished_count",
     "utcnow",
@@ -128,11 +129,13 @@ class SagaStore:
         actors: Sequence[str] | None = None,
         trace_headers: Sequence[Mapping[str, str]] | None = None,
         timer_guard: bool = False,
+        notify_relay: bool = True,
     ) -> list[BatchResult]:
         """Apply a batch in one transaction, as if its messages were applied one by one.
 
         On a version conflict the transaction rolls back; a batch is split in halves so that
         one contended saga does not hold up the rest, and single steps are retried with jitter.
+        `notify_relay=False` when the caller dispatches the steps' outbox rows itself.
         """
         items = list(incomings)
         who = list(actors) if actors is not None else [actor_of(i) for i in items]
@@ -140,7 +143,9 @@ class SagaStore:
         conflicts = 0
         while True:
             try:
-                return await self._transaction(items, who, headers, timer_guard, conflicts)
+                return await self._transaction(
+                    items, who, headers, timer_guard, conflicts, notify_relay
+                )
             except ConcurrencyConflict:
                 conflicts += 1
                 if self.on_conflict is not None:
@@ -148,10 +153,16 @@ class SagaStore:
                 if len(items) > 1:
                     half = len(items) // 2
                     first = await self.handle_batch(
-                        items[:half], actors=who[:half], trace_headers=headers[:half]
+                        items[:half],
+                        actors=who[:half],
+                        trace_headers=headers[:half],
+                        notify_relay=notify_relay,
                     )
                     rest = await self.handle_batch(
-                        items[half:], actors=who[half:], trace_headers=headers[half:]
+                        items[half:],
+                        actors=who[half:],
+                        trace_headers=headers[half:],
+                        notify_relay=notify_relay,
                     )
                     return first + rest
                 if conflicts >= self.max_conflict_retries:
@@ -176,7 +187,7 @@ class SagaStore:
 
     async def _fire_one_by_one(self, limit: int) -> list[FiredTimer]:
         async with self.engine.connect() as sa_conn:
-            conn = await _driver(sa_conn)
+            conn = await driver_connection(sa_conn)
             due = await conn.fetch(
                 "SELECT saga_id, name, message_id, due_at FROM saga.timers WHERE due_at <= $1"
                 " ORDER BY due_at, saga_id LIMIT $2",
@@ -200,7 +211,7 @@ class SagaStore:
 
     async def _fire(self, limit: int) -> list[FiredTimer]:
         async with self.engine.connect() as sa_conn:
-            conn = await _driver(sa_conn)
+            conn = await driver_connection(sa_conn)
             async with conn.transaction():
                 now = self.clock()
                 claimed = await conn.fetch(batch.CLAIM_DUE_TIMERS, now, limit)
@@ -233,14 +244,17 @@ class SagaStore:
         headers: list[Mapping[str, str]],
         timer_guard: bool,
         conflicts: int,
+        notify_relay: bool,
     ) -> list[BatchResult]:
         async with self.engine.connect() as sa_conn:
-            conn = await _driver(sa_conn)
+            conn = await driver_connection(sa_conn)
             async with conn.transaction():
                 now = self.clock()
                 if timer_guard and not await _claim_timers(conn, incomings):
                     return [StepResult(None, i.saga_id, conflicts) for i in incomings]
-                return await self._apply(conn, incomings, actors, headers, conflicts, now)
+                return await self._apply(
+                    conn, incomings, actors, headers, conflicts, now, notify_relay
+                )
 
     async def _apply(
         self,
@@ -250,6 +264,7 @@ class SagaStore:
         headers: list[Mapping[str, str]],
         conflicts: int,
         now: datetime,
+        notify_relay: bool = True,
     ) -> list[BatchResult]:
         fresh = await batch.claim_inbox(conn, incomings, now)
         saga_ids = {i.saga_id for i, new in zip(incomings, fresh, strict=True) if new}
@@ -260,7 +275,7 @@ class SagaStore:
         plan = plan_batch(
             incomings, fresh, loaded, owners, self.topology, self.config, now, headers, actors
         )
-        await batch.write(conn, plan)
+        await batch.write(conn, plan, notify_relay=notify_relay)
         crash_point("orchestrator.before_commit")
         results: list[BatchResult] = []
         for incoming, step in zip(incomings, plan.steps, strict=True):
@@ -293,7 +308,8 @@ def _start_key(incoming: Incoming) -> tuple[str, str] | None:
     return machine.name, start.key(incoming.payload)
 
 
-async def _driver(sa_conn: AsyncConnection) -> asyncpg.Connection:
+async def driver_connection(sa_conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a SQLAlchemy one: the hot paths' statements use it."""
     raw = await sa_conn.get_raw_connection()
     return raw.driver_connection
 
