@@ -81,17 +81,6 @@ def reply_envelope(command: Envelope[Any], reply: ReplyEvent) -> Envelope[ReplyE
     )
 
 
-async def claim(conn: AsyncConnection, inbox: Table, command: Envelope[Any]) -> StoredReply | None:
-    """Insert the command's inbox row; None when it is new, else the reply stored the first time."""
-    return (await claim_batch(conn, inbox, [command])).get(command.message_id)
-
-
-async def store_reply(
-    conn: AsyncConnection, inbox: Table, command_id: uuid.UUID, reply: StoredReply
-) -> None:
-    await store_replies(conn, inbox, {command_id: reply})
-
-
 # One statement for a whole batch's claims and one for its replies, instead of two per command
 # (each statement is a round trip and a syscall, the worker's main cost).
 @functools.cache  # built once per table: SQLAlchemy then reuses its compiled form

@@ -16,12 +16,41 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from faststream.asgi import AsgiFastStream
+from faststream.rabbit import RabbitBroker, RabbitExchange
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumers.faults import FaultSwitch
+from consumers.runtime import WorkerProcess, WorkerSpec
+from consumers.settings import WorkerSettings
 from contracts.envelope import Envelope
 from contracts.topology import H_CAUSATION_ID, ORCHESTRATOR, Topology
 from sagaline.messaging.declare import declare_exchanges, delete_consumer, delete_exchanges
 from sagaline.messaging.parsing import parse_body
 from sagaline.messaging.publish import envelope_message, publish_envelope
+
+
+def offline_worker(
+    spec: WorkerSpec, engine: AsyncEngine, config: WorkerSettings | None = None
+) -> WorkerProcess:
+    """A worker's transaction path without a broker: `handle_batch` claims, handles and stores
+    replies in the database (it never publishes)."""
+    config = config if config is not None else WorkerSettings(fail_commands=frozenset())
+    handled = Counter(
+        "sagaline_commands_handled",
+        "unused offline",
+        ["command", "reply", "duplicate"],
+        registry=CollectorRegistry(),
+    )
+    return WorkerProcess(
+        spec,
+        spec.handlers(config),
+        engine,
+        RabbitBroker(),  # never connected
+        RabbitExchange("offline"),
+        FaultSwitch(frozenset(config.fail_commands)),
+        handled,
+    )
 
 
 @asynccontextmanager

@@ -7,16 +7,17 @@ Python's sort order). Two reservations sharing skus therefore queue instead of d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.inventory import rules
 from consumers.inventory.tables import SCHEMA, orders, reservations, stock
-from consumers.locks import lock_order
-from consumers.runtime import Handler, HandlerMap
+from consumers.locks import lock_order, lock_orders
+from consumers.runtime import BatchHandler, Handler, HandlerMap
 from consumers.settings import WorkerSettings
 from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
@@ -52,6 +53,28 @@ _LOCK_STOCK = (
 )
 
 
+# The batch forms of a batch of reservations: one statement each for all of its orders.
+_ORDER_STATUSES = select(orders.c.order_id, orders.c.status).where(
+    orders.c.order_id.in_(bindparam("order_ids", expanding=True))
+)
+_NEW_ORDERS = text(
+    f"INSERT INTO {SCHEMA}.orders (order_id, saga_id, status)"
+    " SELECT o, s, 'reserved' FROM unnest(CAST(:order_ids AS text[]), CAST(:saga_ids AS uuid[]))"
+    " AS t(o, s)"
+)
+_NEW_RESERVATIONS = text(
+    f"INSERT INTO {SCHEMA}.reservations (order_id, sku, quantity)"
+    " SELECT * FROM unnest(CAST(:order_ids AS text[]), CAST(:skus AS text[]),"
+    " CAST(:quantities AS int[]))"
+)
+_MOVE_MANY = text(
+    f"UPDATE {SCHEMA}.stock AS s SET on_hand = s.on_hand - m.delta,"
+    " reserved = s.reserved + m.delta"
+    " FROM unnest(CAST(:skus AS text[]), CAST(:deltas AS int[])) AS m(sku, delta)"
+    " WHERE s.sku = m.sku"
+)
+
+
 async def order_status(conn: AsyncConnection, order_id: str) -> rules.OrderStatus | None:
     value = await conn.scalar(_ORDER_STATUS, {"order_id": order_id})
     return None if value is None else rules.OrderStatus(value)
@@ -70,33 +93,75 @@ async def _move(conn: AsyncConnection, deltas: Mapping[str, int]) -> None:
 
 
 async def reserve_inventory(
-    conn: AsyncConnection, envelope: Envelope[ReserveInventory]
-) -> ReplyEvent:
-    command = envelope.payload
-    await lock_order(conn, SCHEMA, command.order_id)
-    status = await order_status(conn, command.order_id)
-    requested = rules.requested_quantities(command.lines)
-    on_hand = await lock_stock(conn, requested) if status is None else {}
-    decision = rules.decide_reservation(status, requested, on_hand)
-    if isinstance(decision, rules.Reject):
-        return InventoryReservationFailed(order_id=command.order_id, reason=decision.reason)
-    if isinstance(decision, rules.Reserve):
-        await conn.execute(
-            insert(orders).values(
-                order_id=command.order_id,
-                saga_id=envelope.correlation_id,
-                status=rules.OrderStatus.RESERVED.value,
+    conn: AsyncConnection, envelopes: Sequence[Envelope[ReserveInventory]]
+) -> list[ReplyEvent]:
+    """Reservations for distinct orders, decided in order against stock read once: a later
+    reservation sees what the earlier ones of the batch took."""
+    commands = [envelope.payload for envelope in envelopes]
+    await lock_orders(conn, SCHEMA, [command.order_id for command in commands])
+    statuses = {
+        order_id: rules.OrderStatus(status)
+        for order_id, status in await conn.execute(
+            _ORDER_STATUSES, {"order_ids": [command.order_id for command in commands]}
+        )
+    }
+    requested = [rules.requested_quantities(command.lines) for command in commands]
+    wanted = {
+        sku
+        for command, quantities in zip(commands, requested, strict=True)
+        if command.order_id not in statuses
+        for sku in quantities
+    }
+    on_hand = await lock_stock(conn, wanted) if wanted else {}
+    replies: list[ReplyEvent] = []
+    reserved: list[tuple[Envelope[ReserveInventory], Mapping[str, int]]] = []
+    moves: Counter[str] = Counter()
+    for envelope, command, quantities in zip(envelopes, commands, requested, strict=True):
+        status = statuses.get(command.order_id)
+        decision = rules.decide_reservation(status, quantities, on_hand if status is None else {})
+        if isinstance(decision, rules.Reject):
+            replies.append(
+                InventoryReservationFailed(order_id=command.order_id, reason=decision.reason)
             )
-        )
-        await conn.execute(
-            insert(reservations),
-            [
-                {"order_id": command.order_id, "sku": sku, "quantity": quantity}
-                for sku, quantity in decision.quantities.items()
-            ],
-        )
-        await _move(conn, decision.quantities)
-    return InventoryReserved(order_id=command.order_id)
+            continue
+        if isinstance(decision, rules.Reserve):
+            reserved.append((envelope, decision.quantities))
+            for sku, quantity in decision.quantities.items():
+                on_hand[sku] -= quantity
+                moves[sku] += quantity
+        replies.append(InventoryReserved(order_id=command.order_id))
+    if reserved:
+        await _write_reservations(conn, reserved, moves)
+    return replies
+
+
+async def _write_reservations(
+    conn: AsyncConnection,
+    reserved: Sequence[tuple[Envelope[ReserveInventory], Mapping[str, int]]],
+    moves: Mapping[str, int],
+) -> None:
+    await conn.execute(
+        _NEW_ORDERS,
+        {
+            "order_ids": [envelope.payload.order_id for envelope, _ in reserved],
+            "saga_ids": [envelope.correlation_id for envelope, _ in reserved],
+        },
+    )
+    lines = [
+        (envelope.payload.order_id, sku, quantity)
+        for envelope, quantities in reserved
+        for sku, quantity in quantities.items()
+    ]
+    await conn.execute(
+        _NEW_RESERVATIONS,
+        {
+            "order_ids": [line[0] for line in lines],
+            "skus": [line[1] for line in lines],
+            "quantities": [line[2] for line in lines],
+        },
+    )
+    skus = sorted(moves)  # the rows are locked already; key order anyway
+    await conn.execute(_MOVE_MANY, {"skus": skus, "deltas": [moves[sku] for sku in skus]})
 
 
 async def release_inventory(
@@ -134,11 +199,15 @@ async def release_inventory(
 
 
 def make_handlers(config: WorkerSettings) -> HandlerMap:
-    handlers: dict[type[Command], Handler] = {
-        ReserveInventory: reserve_inventory,
+    handlers: dict[type[Command], Handler | BatchHandler] = {
+        ReserveInventory: BatchHandler(key=_order_of, run=reserve_inventory),
         ReleaseInventory: release_inventory,
     }
     return handlers
+
+
+def _order_of(envelope: Envelope[ReserveInventory]) -> str:
+    return envelope.payload.order_id
 
 
 async def seed_stock(conn: AsyncConnection, quantities: Mapping[str, int]) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select
+from collections.abc import Sequence
+
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.locks import lock_order
+from consumers.locks import lock_order, lock_orders
 from consumers.payments import rules
 from consumers.payments.tables import SCHEMA, customer_limits, ledger
-from consumers.runtime import Handler, HandlerMap
+from consumers.runtime import BatchHandler, Handler, HandlerMap
 from consumers.settings import WorkerSettings
 from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
@@ -27,10 +29,24 @@ _LEDGER = (
     .where(ledger.c.order_id == bindparam("order_id"))
     .order_by(ledger.c.entry_id)
 )
-_LIMIT = select(customer_limits.c.limit_cents).where(
-    customer_limits.c.customer_id == bindparam("customer_id")
-)
 _ENTRY = insert(ledger)
+
+# The batch forms: one statement for all the orders of a batch of charges.
+_LEDGERS = (
+    select(ledger.c.order_id, ledger.c.kind, ledger.c.amount_cents, ledger.c.payment_id)
+    .where(ledger.c.order_id.in_(bindparam("order_ids", expanding=True)))
+    .order_by(ledger.c.entry_id)
+)
+_LIMITS = select(customer_limits.c.customer_id, customer_limits.c.limit_cents).where(
+    customer_limits.c.customer_id.in_(bindparam("customer_ids", expanding=True))
+)
+_CHARGES = text(
+    f"INSERT INTO {SCHEMA}.ledger"
+    " (order_id, kind, amount_cents, payment_id, customer_id, currency, message_id)"
+    " SELECT o, 'charge', a, p, c, cur, m FROM unnest(CAST(:order_ids AS text[]),"
+    " CAST(:amounts AS bigint[]), CAST(:payment_ids AS text[]), CAST(:customer_ids AS text[]),"
+    " CAST(:currencies AS text[]), CAST(:message_ids AS uuid[])) AS t(o, a, p, c, cur, m)"
+)
 
 
 async def load_ledger(conn: AsyncConnection, order_id: str) -> rules.OrderLedger:
@@ -39,11 +55,6 @@ async def load_ledger(conn: AsyncConnection, order_id: str) -> rules.OrderLedger
         rules.LedgerEntry(rules.EntryKind(kind), amount, payment_id)
         for kind, amount, payment_id in rows
     )
-
-
-async def customer_limit(conn: AsyncConnection, customer_id: str, default_cents: int) -> int:
-    limit = await conn.scalar(_LIMIT, {"customer_id": customer_id})
-    return default_cents if limit is None else int(limit)
 
 
 async def set_customer_limit(conn: AsyncConnection, customer_id: str, limit_cents: int) -> None:
@@ -60,39 +71,61 @@ async def set_customer_limit(conn: AsyncConnection, customer_id: str, limit_cent
 def make_handlers(config: WorkerSettings) -> HandlerMap:
     default_limit = config.payments_default_limit_cents
 
-    async def process_payment(
-        conn: AsyncConnection, envelope: Envelope[ProcessPayment]
-    ) -> ReplyEvent:
-        command = envelope.payload
+    async def process_payments(
+        conn: AsyncConnection, envelopes: Sequence[Envelope[ProcessPayment]]
+    ) -> list[ReplyEvent]:
+        """Charges for distinct orders: lock, read, decide each, write the new charges."""
+        commands = [envelope.payload for envelope in envelopes]
+        order_ids = [command.order_id for command in commands]
         # Serialise with a racing RefundPayment for the same order (see consumers.locks).
-        await lock_order(conn, SCHEMA, command.order_id)
-        decision = rules.decide_charge(
-            await load_ledger(conn, command.order_id),
-            order_id=command.order_id,
-            card_token=command.card_token,
-            amount_cents=command.amount_cents,
-            limit_cents=await customer_limit(conn, command.customer_id, default_limit),
+        await lock_orders(conn, SCHEMA, order_ids)
+        entries: dict[str, list[rules.LedgerEntry]] = {order_id: [] for order_id in order_ids}
+        for order_id, kind, amount, payment_id in await conn.execute(
+            _LEDGERS, {"order_ids": order_ids}
+        ):
+            entries[order_id].append(rules.LedgerEntry(rules.EntryKind(kind), amount, payment_id))
+        limits = dict(
+            (
+                await conn.execute(
+                    _LIMITS, {"customer_ids": sorted({c.customer_id for c in commands})}
+                )
+            ).all()
         )
-        if isinstance(decision, rules.Declined):
-            return PaymentFailed(order_id=command.order_id, reason=decision.reason)
-        if decision.new:
+        replies: list[ReplyEvent] = []
+        charges: list[tuple[Envelope[ProcessPayment], rules.Approved]] = []
+        for envelope, command in zip(envelopes, commands, strict=True):
+            decision = rules.decide_charge(
+                rules.summarise(entries[command.order_id]),
+                order_id=command.order_id,
+                card_token=command.card_token,
+                amount_cents=command.amount_cents,
+                limit_cents=int(limits.get(command.customer_id, default_limit)),
+            )
+            if isinstance(decision, rules.Declined):
+                replies.append(PaymentFailed(order_id=command.order_id, reason=decision.reason))
+                continue
+            if decision.new:
+                charges.append((envelope, decision))
+            replies.append(
+                PaymentProcessed(
+                    order_id=command.order_id,
+                    payment_id=decision.payment_id,
+                    amount_cents=decision.amount_cents,
+                )
+            )
+        if charges:
             await conn.execute(
-                _ENTRY,
+                _CHARGES,
                 {
-                    "order_id": command.order_id,
-                    "kind": rules.EntryKind.CHARGE.value,
-                    "amount_cents": decision.amount_cents,
-                    "payment_id": decision.payment_id,
-                    "customer_id": command.customer_id,
-                    "currency": command.currency,
-                    "message_id": envelope.message_id,
+                    "order_ids": [e.payload.order_id for e, _ in charges],
+                    "amounts": [d.amount_cents for _, d in charges],
+                    "payment_ids": [d.payment_id for _, d in charges],
+                    "customer_ids": [e.payload.customer_id for e, _ in charges],
+                    "currencies": [e.payload.currency for e, _ in charges],
+                    "message_ids": [e.message_id for e, _ in charges],
                 },
             )
-        return PaymentProcessed(
-            order_id=command.order_id,
-            payment_id=decision.payment_id,
-            amount_cents=decision.amount_cents,
-        )
+        return replies
 
     async def refund_payment(
         conn: AsyncConnection, envelope: Envelope[RefundPayment]
@@ -106,11 +139,15 @@ def make_handlers(config: WorkerSettings) -> HandlerMap:
             await _entry(conn, envelope, rules.EntryKind.VOID, 0)
         return PaymentRefunded(order_id=order_id, amount_cents=decision.amount_cents)
 
-    handlers: dict[type[Command], Handler] = {
-        ProcessPayment: process_payment,
+    handlers: dict[type[Command], Handler | BatchHandler] = {
+        ProcessPayment: BatchHandler(key=_order_of, run=process_payments),
         RefundPayment: refund_payment,
     }
     return handlers
+
+
+def _order_of(envelope: Envelope[ProcessPayment]) -> str:
+    return envelope.payload.order_id
 
 
 async def _entry(

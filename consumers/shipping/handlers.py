@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, insert, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.locks import lock_order
-from consumers.runtime import Handler, HandlerMap
+from consumers.locks import lock_order, lock_orders
+from consumers.runtime import BatchHandler, Handler, HandlerMap
 from consumers.settings import WorkerSettings
 from consumers.shipping import rules
 from consumers.shipping.tables import SCHEMA, shipments
@@ -24,7 +26,16 @@ from contracts.order import (
 _SHIPMENT = select(shipments.c.status, shipments.c.tracking_number).where(
     shipments.c.order_id == bindparam("order_id")
 )
-_NEW_SHIPMENT = insert(shipments)
+# The batch forms: one statement each for all the orders of a batch of shipments.
+_SHIPMENTS = select(shipments.c.order_id, shipments.c.status, shipments.c.tracking_number).where(
+    shipments.c.order_id.in_(bindparam("order_ids", expanding=True))
+)
+_NEW_SHIPMENTS = text(
+    f"INSERT INTO {SCHEMA}.shipments (order_id, saga_id, country, tracking_number, status)"
+    " SELECT o, s, c, t, 'created' FROM unnest(CAST(:order_ids AS text[]),"
+    " CAST(:saga_ids AS uuid[]), CAST(:countries AS text[]), CAST(:tracking AS text[]))"
+    " AS n(o, s, c, t)"
+)
 
 
 async def load_shipment(conn: AsyncConnection, order_id: str) -> rules.Shipment | None:
@@ -32,29 +43,45 @@ async def load_shipment(conn: AsyncConnection, order_id: str) -> rules.Shipment 
     return None if row is None else rules.Shipment(rules.ShipmentStatus(row[0]), row[1])
 
 
-async def create_shipment(conn: AsyncConnection, envelope: Envelope[CreateShipment]) -> ReplyEvent:
-    command = envelope.payload
+async def create_shipment(
+    conn: AsyncConnection, envelopes: Sequence[Envelope[CreateShipment]]
+) -> list[ReplyEvent]:
+    """Shipments for distinct orders: lock, read, decide each, write the new ones."""
+    commands = [envelope.payload for envelope in envelopes]
+    order_ids = [command.order_id for command in commands]
     # Serialise with a racing CancelShipment: the row may not exist yet (see consumers.locks).
-    await lock_order(conn, SCHEMA, command.order_id)
-    decision = rules.decide_shipment(
-        await load_shipment(conn, command.order_id),
-        order_id=command.order_id,
-        country=command.ship_to.country,
-    )
-    if isinstance(decision, rules.Refuse):
-        return ShipmentFailed(order_id=command.order_id, reason=decision.reason)
-    if decision.new:
+    await lock_orders(conn, SCHEMA, order_ids)
+    existing = {
+        order_id: rules.Shipment(rules.ShipmentStatus(status), tracking)
+        for order_id, status, tracking in await conn.execute(_SHIPMENTS, {"order_ids": order_ids})
+    }
+    replies: list[ReplyEvent] = []
+    created: list[tuple[Envelope[CreateShipment], str]] = []
+    for envelope, command in zip(envelopes, commands, strict=True):
+        decision = rules.decide_shipment(
+            existing.get(command.order_id),
+            order_id=command.order_id,
+            country=command.ship_to.country,
+        )
+        if isinstance(decision, rules.Refuse):
+            replies.append(ShipmentFailed(order_id=command.order_id, reason=decision.reason))
+            continue
+        if decision.new:
+            created.append((envelope, decision.tracking_number))
+        replies.append(
+            OrderShipped(order_id=command.order_id, tracking_number=decision.tracking_number)
+        )
+    if created:
         await conn.execute(
-            _NEW_SHIPMENT,
+            _NEW_SHIPMENTS,
             {
-                "order_id": command.order_id,
-                "saga_id": envelope.correlation_id,
-                "country": command.ship_to.country,
-                "tracking_number": decision.tracking_number,
-                "status": rules.ShipmentStatus.CREATED.value,
+                "order_ids": [e.payload.order_id for e, _ in created],
+                "saga_ids": [e.correlation_id for e, _ in created],
+                "countries": [e.payload.ship_to.country for e, _ in created],
+                "tracking": [tracking for _, tracking in created],
             },
         )
-    return OrderShipped(order_id=command.order_id, tracking_number=decision.tracking_number)
+    return replies
 
 
 async def cancel_shipment(conn: AsyncConnection, envelope: Envelope[CancelShipment]) -> ReplyEvent:
@@ -79,8 +106,12 @@ async def cancel_shipment(conn: AsyncConnection, envelope: Envelope[CancelShipme
 
 
 def make_handlers(config: WorkerSettings) -> HandlerMap:
-    handlers: dict[type[Command], Handler] = {
-        CreateShipment: create_shipment,
+    handlers: dict[type[Command], Handler | BatchHandler] = {
+        CreateShipment: BatchHandler(key=_order_of, run=create_shipment),
         CancelShipment: cancel_shipment,
     }
     return handlers
+
+
+def _order_of(envelope: Envelope[CreateShipment]) -> str:
+    return envelope.payload.order_id

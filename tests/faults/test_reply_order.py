@@ -27,10 +27,9 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.inbox import StoredReply, claim, reply_envelope, store_reply
 from consumers.registry import WORKERS
-from consumers.runtime import HandlerMap, WorkerSpec
-from consumers.settings import WorkerSettings
+from consumers.runtime import WorkerProcess
+from consumers.testing import offline_worker
 from contracts import order as o
 from contracts.envelope import Envelope, new_envelope
 from orchestrator.engine import EngineConfig, Incoming, Outcome
@@ -55,18 +54,12 @@ class Env:
     settings: Settings
     engine: AsyncEngine
     store: SagaStore
-    workers: dict[str, tuple[WorkerSpec, HandlerMap]]
+    workers: dict[str, WorkerProcess]
     report: Report = field(default_factory=lambda: Report("reply order (property)"))
 
     async def execute(self, command: Envelope[Any]) -> Envelope[Any]:
         """One delivery of a command to its worker: inbox, effect and stored reply, one commit."""
-        spec, handlers = self.workers[WORKER_OF[command.type]]
-        async with self.engine.begin() as conn:
-            stored = await claim(conn, spec.inbox, command)
-            if stored is None:
-                handler = handlers[type(command.payload)]
-                stored = StoredReply.of(reply_envelope(command, await handler(conn, command)))
-                await store_reply(conn, spec.inbox, command.message_id, stored)
+        ((stored, _),) = await self.workers[WORKER_OF[command.type]].handle_batch([(command, 1)])
         return parse_body(stored.body, "application/json", 1 << 20)
 
     async def deliver(self, envelope: Envelope[Any]) -> StepResult:
@@ -119,8 +112,7 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
     async with own_database(settings) as own:
         engine = create_engine(own, pool_size=4)
         store = SagaStore(engine, own.topology, EngineConfig(step_timeout=timedelta(hours=1)))
-        config = WorkerSettings()
-        workers = {name: (WORKERS[name], WORKERS[name].handlers(config)) for name in ORDER_WORKERS}
+        workers = {name: offline_worker(WORKERS[name], engine) for name in ORDER_WORKERS}
         try:
             yield Env(own, engine, store, workers)
         finally:
