@@ -32,7 +32,8 @@ class Mutant:
     old: str
     new: str
     test: str
-    """The scenario (pytest node id under tests/faults) that must fail."""
+    """The scenario (pytest node id under tests/faults) that must fail, or a test path from
+    the repository root (`tests/...`) for mechanisms guarded outside the fault suite."""
 
 
 MUTANTS = (
@@ -60,8 +61,8 @@ MUTANTS = (
     Mutant(
         "outbox-marked-sent",
         "orchestrator/relay.py",
-        "            if confirmed:\n                await conn.execute(",
-        "            if False:\n                await conn.execute(",
+        "                if confirmed:\n                    await conn.execute(MARK_SENT",
+        "                if False:\n                    await conn.execute(MARK_SENT",
         "test_crash_points.py::test_orchestrator_crash_points",
     ),
     Mutant(
@@ -137,6 +138,20 @@ MUTANTS = (
         '            "read": ".*",',
         "test_security.py::test_least_privilege_roles_run_orders_and_are_refused_the_rest",
     ),
+    Mutant(
+        "worker-batch-one-command-per-order",
+        "consumers/runtime.py",
+        " or key in self._run_keys",
+        "",
+        "tests/integration/test_worker_batches.py",
+    ),
+    Mutant(
+        "worker-batch-stock-in-order",
+        "consumers/inventory/handlers.py",
+        "on_hand[sku] -= quantity",
+        "on_hand[sku] -= 0",
+        "tests/integration/test_worker_batches.py",
+    ),
 )
 
 
@@ -152,7 +167,7 @@ def run(mutant: Mutant, tree: Path) -> tuple[str, float]:
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
     try:
         result = subprocess.run(
-            [*command, "-m", "faults", f"{FAULTS}/{mutant.test}"],
+            [*command, *_target(mutant.test)],
             cwd=tree,
             env=env,
             capture_output=True,
@@ -165,6 +180,13 @@ def run(mutant: Mutant, tree: Path) -> tuple[str, float]:
     finally:
         path.write_text(original)
     return ("caught" if caught else "SURVIVED"), time.monotonic() - started
+
+
+def _target(test: str) -> list[str]:
+    """A fault scenario (relative to tests/faults), or any test given from the repository root."""
+    if test.startswith("tests/"):
+        return [test]
+    return ["-m", "faults", f"{FAULTS}/{test}"]
 
 
 def main(names: list[str]) -> int:
