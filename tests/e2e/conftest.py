@@ -68,7 +68,11 @@ class System:
             "SAGALINE_STEP_TIMEOUT_SECONDS": str(self.settings.step_timeout_seconds),
             "SAGALINE_HTTP_HOST": "127.0.0.1",
             "SAGALINE_HTTP_PORT": str(process.port),
-            "SAGALINE_RELAY_POLL_SECONDS": "0.5",
+            # Commands a step decides are published by the orchestrator's intake right after
+            # the commit, and the other writers wake the relay; its poll is only a fallback
+            # for crashes, which these tests do not inject. Ten minutes, so that a broken
+            # wake-up or dispatch shows up as a stuck saga rather than a slow one.
+            "SAGALINE_RELAY_POLL_SECONDS": "600",
             "SAGALINE_TIMER_POLL_SECONDS": "0.5",
             **(extra_env or {}),
         }

@@ -139,6 +139,20 @@ MUTANTS = (
         "test_security.py::test_least_privilege_roles_run_orders_and_are_refused_the_rest",
     ),
     Mutant(
+        "intake-publishes-its-commands",
+        "orchestrator/intake.py",
+        "            await self.dispatch(outgoing)",
+        "            pass",
+        "tests/e2e/test_order_e2e.py",
+    ),
+    Mutant(
+        "relay-woken-at-commit",
+        "orchestrator/store/batch.py",
+        "        if notify_relay:",
+        "        if False:",
+        "tests/e2e/test_documents_e2e.py",
+    ),
+    Mutant(
         "worker-batch-one-command-per-order",
         "consumers/runtime.py",
         " or key in self._run_keys",

@@ -117,3 +117,44 @@ async def test_a_missing_exchange_holds_only_its_rows_and_closes_no_other_channe
     finally:
         await relay.stop()
         await channel.close()
+
+
+async def test_dispatch_publishes_exactly_the_given_rows_and_skips_rows_held_elsewhere(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(
+        f"t{run_id}-dispatch-{tag}", aio_pika.ExchangeType.TOPIC, auto_delete=True
+    )
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "#")
+    mine = await _add_rows(engine, exchange.name, 4)
+    others = await _add_rows(engine, exchange.name, 3)
+    relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
+    try:
+        # The intake's batch committed `mine`: it publishes those now, and only those.
+        assert await relay.dispatch(mine) == 4
+        assert await _unpublished(engine) == set(others)
+
+        # A row another relay has claimed (locked) is skipped, not published twice.
+        async with engine.begin() as conn:
+            await conn.execute(
+                select(outbox.c.id).where(outbox.c.message_id == others[0]).with_for_update()
+            )
+            assert await relay.dispatch(others) == 2
+        assert await _unpublished(engine) == {others[0]}
+
+        received = []
+        async with asyncio.timeout(10):
+            while len(received) < 6:
+                message = await queue.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                received.append(uuid.UUID(message.message_id or ""))
+        assert sorted(received) == sorted([*mine, *others[1:]])
+    finally:
+        await relay.stop()
+        await channel.close()
