@@ -150,7 +150,8 @@ MUTANTS = (
         "orchestrator/store/batch.py",
         "        if notify_relay:",
         "        if False:",
-        "tests/e2e/test_documents_e2e.py",
+        "tests/integration/test_store.py::"
+        "test_a_commit_with_outbox_rows_wakes_the_relay_unless_the_caller_publishes_them",
     ),
     Mutant(
         "worker-batch-one-command-per-order",

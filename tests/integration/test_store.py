@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts import order as o
 from orchestrator.engine import EngineConfig, Incoming, Outcome
 from orchestrator.store import batch as batch_module
-from orchestrator.store.step import SagaStore, unpublished_count
+from orchestrator.store.step import NOTIFY_CHANNEL, SagaStore, unpublished_count
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
 from sagaline.db import create_engine
@@ -361,3 +362,32 @@ async def _fire_for(loop: TimerLoop, saga_id: uuid.UUID) -> int:
             .where(history.c.saga_id == saga_id, history.c.actor == "timer")
         )
     return int(after or 0) - int(before or 0)
+
+
+async def test_a_commit_with_outbox_rows_wakes_the_relay_unless_the_caller_publishes_them(
+    store: SagaStore, settings: Settings, clock: FakeClock
+) -> None:
+    listener = await asyncpg.connect(settings.database_url)
+    woken: list[str] = []
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: woken.append(args[2]))
+
+    async def wake_ups() -> int:
+        # A notification committed before this round trip reaches us before its answer.
+        await listener.fetchval("SELECT 1")
+        await asyncio.sleep(0)  # asyncpg runs listener callbacks on the next loop turn
+        return len(woken)
+
+    try:
+        intake = order_submitted()  # the orchestrator's intake publishes its batch's commands
+        await store.handle_batch([Incoming.from_envelope(intake)], notify_relay=False)
+        assert await wake_ups() == 0
+
+        submitted = order_submitted()  # any other writer leaves its rows to the relay
+        await store.handle(Incoming.from_envelope(submitted))
+        assert await wake_ups() == 1
+
+        clock.advance(STEP_TIMEOUT + timedelta(seconds=1))  # a timer's RefundPayment too
+        assert await _fire_for(TimerLoop(store), submitted.correlation_id) == 1
+        assert await wake_ups() >= 2
+    finally:
+        await listener.close()
