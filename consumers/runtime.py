@@ -193,6 +193,8 @@ class _Runs:
         self.handlers = handlers
         self.conn = conn
         self.replies: dict[uuid.UUID, StoredReply] = {}
+        self._handler: BatchHandler | None = None
+        """The current run's handler (None: no run open)."""
         self._run: list[Envelope[Any]] = []
         self._run_keys: set[str] = set()
         self._run_ids: set[uuid.UUID] = set()
@@ -208,10 +210,9 @@ class _Runs:
             self.replies[envelope.message_id] = StoredReply.of(reply_envelope(envelope, reply))
             return
         key = handler.key(envelope)
-        if self._run and (
-            type(self._run[0].payload) is not type(envelope.payload) or key in self._run_keys
-        ):
+        if handler is not self._handler or key in self._run_keys:
             await self._flush()
+        self._handler = handler
         self._run.append(envelope)
         self._run_keys.add(key)
         self._run_ids.add(envelope.message_id)
@@ -221,11 +222,10 @@ class _Runs:
         return self.replies
 
     async def _flush(self) -> None:
-        if not self._run:
+        handler, run = self._handler, self._run
+        if handler is None:
             return
-        run, self._run, self._run_keys, self._run_ids = self._run, [], set(), set()
-        handler = self.handlers[type(run[0].payload)]
-        assert isinstance(handler, BatchHandler)
+        self._handler, self._run, self._run_keys, self._run_ids = None, [], set(), set()
         replies = await handler.run(self.conn, run)
         if len(replies) != len(run):
             raise RuntimeError(f"batch handler answered {len(replies)} of {len(run)} commands")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -74,6 +74,20 @@ async def _unpublished(engine: AsyncEngine) -> set[uuid.UUID]:
         return set(rows)
 
 
+async def _receive(queue: AbstractQueue, count: int) -> list[uuid.UUID]:
+    """The message ids of the next `count` messages on the queue (acked), within 10 s."""
+    received: list[uuid.UUID] = []
+    async with asyncio.timeout(10):
+        while len(received) < count:
+            message = await queue.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            received.append(uuid.UUID(message.message_id or ""))
+    return received
+
+
 async def test_a_missing_exchange_holds_only_its_rows_and_closes_no_other_channel(
     engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
 ) -> None:
@@ -95,16 +109,7 @@ async def test_a_missing_exchange_holds_only_its_rows_and_closes_no_other_channe
         assert relay.missing_exchanges == {missing}
         assert await _unpublished(engine) == set(held)
         assert not channel.is_closed
-        received = set()
-        async with asyncio.timeout(10):
-            while len(received) < len(good):
-                message = await queue.get(fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)
-                    continue
-                await message.ack()
-                received.add(uuid.UUID(message.message_id or ""))
-        assert received == set(good)
+        assert sorted(await _receive(queue, len(good))) == sorted(good)
 
         late = await channel.declare_exchange(
             missing, aio_pika.ExchangeType.TOPIC, auto_delete=True
@@ -145,16 +150,7 @@ async def test_dispatch_publishes_exactly_the_given_rows_and_skips_rows_held_els
             assert await relay.dispatch(others) == 2
         assert await _unpublished(engine) == {others[0]}
 
-        received = []
-        async with asyncio.timeout(10):
-            while len(received) < 6:
-                message = await queue.get(fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)
-                    continue
-                await message.ack()
-                received.append(uuid.UUID(message.message_id or ""))
-        assert sorted(received) == sorted([*mine, *others[1:]])
+        assert sorted(await _receive(queue, 6)) == sorted([*mine, *others[1:]])
     finally:
         await relay.stop()
         await channel.close()
