@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
+
+from contracts.storable import check_storable
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 """Identifiers, names, reasons: anything a human may read in a log line or a table cell."""
@@ -35,6 +37,12 @@ class Message(BaseModel):
         # Abstract intermediates (Event, Command, ReplyEvent) have no type name of their own.
         if "message_type" not in cls.__dict__ and cls.__name__ not in _ABSTRACT:
             cls.message_type = cls.__name__
+
+    @model_validator(mode="after")
+    def _storable(self) -> Message:
+        # Whatever pydantic accepts must also fit PostgreSQL (contracts.storable says why).
+        check_storable(self)
+        return self
 
 
 class Event(Message):

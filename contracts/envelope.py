@@ -11,11 +11,15 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.base import Message
+from contracts.storable import check_timestamp
 
 M = TypeVar("M", bound=Message)
+
+Timestamp = Annotated[datetime, AfterValidator(check_timestamp)]
+"""A timestamp PostgreSQL can store (naive values are read as UTC)."""
 
 TypeName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -32,7 +36,7 @@ class EnvelopeHeader(BaseModel):
     causation_id: uuid.UUID | None = None
     type: TypeName
     schema_version: int = Field(default=1, ge=1, le=1000)
-    occurred_at: datetime
+    occurred_at: Timestamp
 
 
 class Envelope(BaseModel, Generic[M]):
@@ -45,7 +49,7 @@ class Envelope(BaseModel, Generic[M]):
     causation_id: uuid.UUID | None = None
     type: TypeName
     schema_version: int = Field(default=1, ge=1, le=1000)
-    occurred_at: datetime
+    occurred_at: Timestamp
     payload: M
 
     def to_json(self) -> bytes:

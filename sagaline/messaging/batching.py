@@ -71,8 +71,10 @@ class BatchConsumer:
         workers: int,
         stopping: asyncio.Event,
         metrics: BatchMetrics | None = None,
+        failure_pause: float = 1.0,
     ) -> None:
         self.processor = processor
+        self.failure_pause = failure_pause
         self.metrics = metrics
         self.batch_size = batch_size
         self.batch_wait = batch_wait
@@ -117,11 +119,25 @@ class BatchConsumer:
                 await self.processor.process(batch)
             except Exception as exc:  # never let one batch kill the consumer
                 log.error("batch failed", extra={"error": error_summary(exc), "size": len(batch)})
+                await self._give_back(batch)
             finally:
                 for _ in batch:
                     self._pending.task_done()
             if self.metrics is not None:
                 self.metrics.observe(len(batch), time.monotonic() - started)
+
+    async def _give_back(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        """Return a failed batch's unsettled deliveries to the queue after a pause, instead of
+        holding them unacknowledged for the channel's life (which stalls them, and with a full
+        prefetch window the whole consumer). The quorum queue's delivery limit bounds how often
+        one delivery can come back this way."""
+        unsettled = [delivery for delivery in batch if not delivery.processed]
+        if not unsettled:
+            return
+        await asyncio.sleep(self.failure_pause)
+        for delivery in unsettled:
+            with contextlib.suppress(Exception):  # a closed channel returns them by itself
+                await delivery.nack(requeue=True)
 
     async def _collect(self) -> list[AbstractIncomingMessage]:
         batch = [await self._pending.get()]

@@ -16,6 +16,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, DeliveryMode
+from pamqp.encode import field_table
 
 from contracts.envelope import Envelope
 from contracts.topology import (
@@ -35,6 +36,9 @@ from sagaline.messaging.parsing import parse_body
 log = logging.getLogger("sagaline.delivery")
 
 Process = Callable[[Envelope[Any], AbstractIncomingMessage], Awaitable[None]]
+
+MAX_ATTEMPT = 1_000
+"""Our attempt header is sender input too: larger (forged) counts read as this."""
 
 # Broker bookkeeping headers that must not follow a message into a re-published copy.
 _DROPPED_HEADERS = frozenset(
@@ -121,7 +125,7 @@ class DeliveryHandler:
     async def _retry_or_park(
         self, delivery: AbstractIncomingMessage, exc: Exception, envelope: Envelope[Any]
     ) -> None:
-        attempt = _int_header(delivery.headers, H_ATTEMPT)
+        attempt = attempt_header(delivery.headers)
         summary = error_summary(exc)
         delays = self.topology.retry_delays_ms
         if attempt >= len(delays):
@@ -138,7 +142,13 @@ class DeliveryHandler:
             | {"error": summary, "attempt": attempt + 1, "delay_ms": delays[attempt]},
         )
         headers = self._failure_headers(delivery, summary, attempt + 1)
-        await self.channel.default_exchange.publish(_copy(delivery, headers), routing_key=queue)
+        try:
+            await self.channel.default_exchange.publish(_copy(delivery, headers), routing_key=queue)
+        except Exception as publish_error:
+            if self.channel.is_closed:
+                raise  # broker trouble: the guard gives the delivery back
+            await self._dead_letter(delivery, publish_error)
+            return
         await delivery.ack()
 
     async def park(
@@ -153,20 +163,39 @@ class DeliveryHandler:
             extra=(_ids(envelope) if envelope else {"message_id": delivery.message_id})
             | {"reason": str(reason), "error": summary, "queue": self.consumer},
         )
-        attempt = _int_header(delivery.headers, H_ATTEMPT)
-        headers = self._failure_headers(delivery, summary, attempt + 1)
+        headers = self._failure_headers(delivery, summary, attempt_header(delivery.headers) + 1)
         headers[H_REASON] = str(reason)
-        exchange = await self.channel.get_exchange(self.topology.parking_exchange, ensure=False)
-        await exchange.publish(
-            _copy(delivery, headers), routing_key=self.topology.work_queue(self.consumer)
-        )
+        try:
+            exchange = await self.channel.get_exchange(self.topology.parking_exchange, ensure=False)
+            await exchange.publish(
+                _copy(delivery, headers), routing_key=self.topology.work_queue(self.consumer)
+            )
+        except Exception as publish_error:
+            if self.channel.is_closed:
+                raise  # broker trouble: the guard gives the delivery back
+            await self._dead_letter(delivery, publish_error)
+            return
         await delivery.ack()
+
+    async def _dead_letter(self, delivery: AbstractIncomingMessage, error: Exception) -> None:
+        """The copy of this one message could not be published on a healthy channel: let the
+        broker dead-letter the original (the work queue's dead-letter exchange is the parking
+        exchange) so that it, and only it, leaves the queue; a batch it came in goes on."""
+        log.error(
+            "could not publish a copy of the message; the broker dead-letters it",
+            extra={"message_id": delivery.message_id, "error": error_summary(error)},
+        )
+        await delivery.nack(requeue=False)
 
     def _failure_headers(
         self, delivery: AbstractIncomingMessage, summary: str, attempt: int
     ) -> dict[str, Any]:
         now = self.now().isoformat()
-        headers = {k: v for k, v in (delivery.headers or {}).items() if k not in _DROPPED_HEADERS}
+        headers = {
+            k: v
+            for k, v in (delivery.headers or {}).items()
+            if k not in _DROPPED_HEADERS and _encodable(k, v)
+        }
         headers.setdefault(H_FIRST_FAILED_AT, now)
         headers[H_LAST_FAILED_AT] = now
         headers[H_ATTEMPT] = attempt
@@ -197,12 +226,23 @@ async def _requeue(delivery: AbstractIncomingMessage) -> None:
         log.debug("nack failed; delivery returns to the queue when the channel closes")
 
 
-def _int_header(headers: dict[str, Any] | None, name: str) -> int:
-    value = (headers or {}).get(name, 0)
-    try:
-        return max(int(value), 0)
-    except (TypeError, ValueError):
+def attempt_header(headers: dict[str, Any] | None) -> int:
+    """Failed attempts so far, from our header: only a plain integer counts, bounded to
+    0..MAX_ATTEMPT (a forged 2**63-1 must not overflow the next copy's header)."""
+    value = (headers or {}).get(H_ATTEMPT, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
         return 0
+    return min(max(value, 0), MAX_ATTEMPT)
+
+
+def _encodable(name: str, value: Any) -> bool:
+    """Whether a header taken from an incoming message can be sent on in a copy. Decoding is
+    more lenient than encoding (pamqp reads an unsigned 64-bit integer it cannot write back)."""
+    try:
+        field_table({name: value})
+    except Exception:
+        return False
+    return True
 
 
 def _ids(envelope: Envelope[Any] | None) -> dict[str, Any]:

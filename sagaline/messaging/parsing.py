@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from contracts.envelope import Envelope, EnvelopeHeader, envelope_model
 from contracts.registry import message_class
+from contracts.storable import error_path
 from contracts.topology import ParkReason
 from sagaline.messaging.errors import PermanentMessageError
 
@@ -30,8 +31,8 @@ def is_json_content_type(content_type: str) -> bool:
 def validation_summary(error: ValidationError, limit: int = 5) -> str:
     """Locations and error kinds only: pydantic's str(error) would quote the input values."""
     parts = []
-    for item in error.errors(include_input=False, include_url=False, include_context=False)[:limit]:
-        path = list(item["loc"])
+    for item in error.errors(include_input=False, include_url=False)[:limit]:
+        path = [*item["loc"], *error_path(dict(item))]
         if item["type"] == "extra_forbidden" and path:
             path[-1] = "<unknown field>"  # the key itself is sender input, not our schema
         loc = ".".join(str(p) for p in path) or "<body>"
