@@ -159,27 +159,48 @@ def _run(
         if target not in transition.targets:
             raise ActionError(f"({from_state}, {incoming.trigger}) may not go to {target}")
     assert target is not None
-    if target != from_state and target in machine.entry_actions:
-        before = len(ctx.effects.outgoing)
-        machine.entry_actions[target](ctx, incoming.payload)
-        outgoing += ctx.effects.outgoing[before:]
-        timers.update(ctx.effects.timers)
-    finished = target in machine.final
-    if finished:
-        runtime = _replace(runtime, outstanding=frozenset())
-    return Decision(
-        outcome=outcome,
-        from_state=from_state,
-        to_state=target,
-        data=ctx.data.model_dump(mode="json"),
-        runtime=runtime,
-        outgoing=tuple(outgoing),
-        timers=tuple(timers.values()),
-        finished=finished,
-        note="; ".join(ctx.effects.notes),
-        business_key=business_key,
-        version=ctx._new_version,
-    )
+    step = _Step(machine, ctx, from_state, runtime, outgoing, timers)
+    return step.finish(target, incoming.payload, outcome, business_key, ctx._new_version)
+
+
+@dataclasses.dataclass
+class _Step:
+    """What a step has decided so far; `finish` is the one way every kind of step ends."""
+
+    machine: Machine[Any, Any]
+    ctx: StepContext[Any, Any]
+    from_state: str | None
+    runtime: RuntimeState
+    outgoing: list[Outgoing]
+    timers: dict[str, TimerChange]
+
+    def finish(
+        self, target: str, payload: Any, outcome: Outcome, business_key: str, version: int
+    ) -> Decision:
+        """Enter `target` (running its entry action, whose commands and timers join the
+        step's), release what a final state no longer awaits, and say it as a Decision."""
+        machine, ctx, runtime = self.machine, self.ctx, self.runtime
+        if target != self.from_state and target in machine.entry_actions:
+            before = len(ctx.effects.outgoing)
+            machine.entry_actions[target](ctx, payload)
+            self.outgoing += ctx.effects.outgoing[before:]
+            self.timers.update(ctx.effects.timers)
+        finished = target in machine.final
+        if finished:
+            runtime = _replace(runtime, outstanding=frozenset())
+        return Decision(
+            outcome=outcome,
+            from_state=self.from_state,
+            to_state=target,
+            data=ctx.data.model_dump(mode="json"),
+            runtime=runtime,
+            outgoing=tuple(self.outgoing),
+            timers=tuple(self.timers.values()),
+            finished=finished,
+            note="; ".join(ctx.effects.notes),
+            business_key=business_key,
+            version=version,
+        )
 
 
 def _ignored_by_action(
@@ -255,24 +276,9 @@ def _compensation_step(
         target, runtime = _next_compensation(machine, ctx, runtime, outgoing, timers)
     else:
         return _unchanged(snapshot, Outcome.IGNORED, "ignored while compensating")
-    if target != snapshot.state and target in machine.entry_actions:
-        before = len(ctx.effects.outgoing)
-        machine.entry_actions[target](ctx, incoming.payload)
-        outgoing += ctx.effects.outgoing[before:]
-    if target in machine.final:
-        runtime = _replace(runtime, outstanding=frozenset())
-    return Decision(
-        outcome=Outcome.TRANSITIONED,
-        from_state=snapshot.state,
-        to_state=target,
-        data=ctx.data.model_dump(mode="json"),
-        runtime=runtime,
-        outgoing=tuple(outgoing),
-        timers=tuple(timers.values()),
-        finished=target in machine.final,
-        note="; ".join(ctx.effects.notes),
-        business_key=snapshot.business_key,
-        version=snapshot.version + 1,
+    step = _Step(machine, ctx, snapshot.state, runtime, outgoing, timers)
+    return step.finish(
+        target, incoming.payload, Outcome.TRANSITIONED, snapshot.business_key, snapshot.version + 1
     )
 
 
@@ -337,26 +343,10 @@ def _operator_step(
             raise OperatorRefused(f"skip from {snapshot.state} needs --to one of: {choices}")
         target = request.to_state
     ctx.reason = runtime.reason
-    if target != snapshot.state and target in machine.entry_actions:
-        before = len(ctx.effects.outgoing)
-        machine.entry_actions[target](ctx, None)
-        outgoing += ctx.effects.outgoing[before:]
-        timers.update(ctx.effects.timers)
-    finished = target in machine.final
-    if finished:
-        runtime = _replace(runtime, outstanding=frozenset())
-    return Decision(
-        outcome=Outcome.TRANSITIONED,
-        from_state=snapshot.state,
-        to_state=target,
-        data=ctx.data.model_dump(mode="json"),
-        runtime=runtime,
-        outgoing=tuple(outgoing),
-        timers=tuple(timers.values()),
-        finished=finished,
-        note="; ".join(ctx.effects.notes),
-        business_key=snapshot.business_key,
-        version=snapshot.version + 1,
+    step = _Step(machine, ctx, snapshot.state, runtime, outgoing, timers)
+    # An operator's step has no message: entry actions get None as their payload.
+    return step.finish(
+        target, None, Outcome.TRANSITIONED, snapshot.business_key, snapshot.version + 1
     )
 
 

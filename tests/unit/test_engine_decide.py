@@ -17,6 +17,7 @@ from orchestrator.engine import (
     EngineConfig,
     Incoming,
     Machine,
+    OperatorRequest,
     Outcome,
     RuntimeState,
     UnknownSaga,
@@ -348,3 +349,48 @@ def test_only_started_and_transitioned_change_the_saga(outcome: Outcome) -> None
     )
     changes = dataclasses.replace(started, outcome=outcome).changes_saga
     assert changes == (outcome in {Outcome.STARTED, Outcome.TRANSITIONED})
+
+
+# --- entry actions: their timers survive on every path into the state ----------------------------
+
+
+def _toy_with_entry_timer() -> Machine[Any, Any]:
+    """The toy workflow whose `failed` state schedules a follow-up timer on entry."""
+    machine = toy()
+
+    def _remind(ctx: Any, _: Any) -> None:
+        ctx.schedule("follow-up", timedelta(hours=1))
+
+    machine.on_enter(Toy.FAILED, _remind)
+    return machine
+
+
+def _rejected_toy(machine: Machine[Any, Any]) -> SagaRun:
+    """A toy saga whose work was rejected: it compensates (one refund on the stack)."""
+    run = SagaRun(machine=machine)
+    run.deliver(ToyStarted(job_id="job-1"))
+    run.deliver(ToyRejected(job_id="job-1"), causation_id=run.commands[-1].message_id)
+    assert run.state == Toy.COMPENSATING
+    return run
+
+
+def test_entry_action_timer_is_kept_when_compensation_finishes() -> None:
+    run = _rejected_toy(_toy_with_entry_timer())
+
+    decision = run.deliver(
+        msg.PaymentRefunded(order_id="job-1", amount_cents=0),
+        causation_id=run.commands[-1].message_id,
+    )
+
+    assert decision.to_state == Toy.FAILED
+    follow_up = {timer.name: timer for timer in decision.timers}.get("follow-up")
+    assert follow_up is not None and follow_up.due_at == NOW + timedelta(hours=1)
+
+
+def test_entry_action_timer_is_kept_on_an_operator_step() -> None:
+    run = _rejected_toy(_toy_with_entry_timer())
+
+    decision = run.operate(OperatorRequest("skip", operator="ops", reason="refunded by hand"))
+
+    assert decision.to_state == Toy.FAILED
+    assert "follow-up" in {timer.name for timer in decision.timers}
