@@ -1,11 +1,12 @@
 """The workflow engine: a declarative state-machine DSL and a pure decide step."""
 
-from orchestrator.engine.context import StepContext
+from orchestrator.engine.context import CompensationRules, StepContext
 from orchestrator.engine.decide import decide
-from orchestrator.engine.machine import DefinitionError, Machine, Timer
+from orchestrator.engine.machine import Machine, Timer
 from orchestrator.engine.model import (
     CompensationEntry,
     Decision,
+    DefinitionError,
     EngineConfig,
     Incoming,
     OperatorRefused,
@@ -21,6 +22,7 @@ from orchestrator.engine.model import (
 
 __all__ = [
     "CompensationEntry",
+    "CompensationRules",
     "Decision",
     "DefinitionError",
     "EngineConfig",

@@ -8,18 +8,22 @@ turns the recorded effects into a Decision that the store applies in one transac
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
 from contracts.base import Command, Event
-from orchestrator.engine.model import CompensationEntry, EngineConfig, Outgoing, TimerChange
-
-if TYPE_CHECKING:
-    from orchestrator.engine.machine import Machine
+from orchestrator.engine.model import (
+    CompensationEntry,
+    DefinitionError,
+    EngineConfig,
+    Outgoing,
+    TimerChange,
+)
 
 S = TypeVar("S", bound=StrEnum)
 D = TypeVar("D", bound=BaseModel)
@@ -27,6 +31,26 @@ D = TypeVar("D", bound=BaseModel)
 
 class ActionError(Exception):
     """A workflow action broke a rule of the definition (a bug in the workflow, not the input)."""
+
+
+@dataclass(frozen=True)
+class CompensationRules:
+    """What an action needs to know of its workflow's compensations (and nothing more of the
+    definition, which itself refers to actions)."""
+
+    workflow: str
+    replies: Mapping[str, str]
+    """Compensating command type -> the reply type that confirms it."""
+    targets: tuple[str, ...]
+    """Final states a compensation may end in, default first."""
+
+    def reply_to(self, command: type[Command]) -> str:
+        try:
+            return self.replies[command.message_type]
+        except KeyError:
+            raise DefinitionError(
+                f"{self.workflow}: {command.message_type} is not a registered compensation"
+            ) from None
 
 
 @dataclass
@@ -45,7 +69,7 @@ class _Effects:
 class StepContext(Generic[S, D]):
     def __init__(
         self,
-        machine: Machine[S, D],
+        compensation: CompensationRules,
         *,
         saga_id: uuid.UUID,
         state: S | None,
@@ -54,7 +78,7 @@ class StepContext(Generic[S, D]):
         now: datetime,
         config: EngineConfig,
     ) -> None:
-        self._machine = machine
+        self._compensation = compensation
         self.saga_id = saga_id
         self.state = state
         self.data = data
@@ -90,14 +114,14 @@ class StepContext(Generic[S, D]):
 
     def push_compensation(self, command: Command) -> None:
         """Remember how to undo a completed step; compensations run last-in, first-out."""
-        confirmed_by = self._machine.compensation_reply(type(command))
+        confirmed_by = self._compensation.reply_to(type(command))
         self._effects.pushed.append(
             CompensationEntry(command.message_type, command.model_dump(mode="json"), confirmed_by)
         )
 
     def compensate(self, then: S, reason: str) -> None:
         """Undo every completed step in reverse order, then end in `then`."""
-        if then not in self._machine.compensation_targets:
+        if then.value not in self._compensation.targets:
             raise ActionError(f"{then} is not a declared compensation target")
         self._effects.compensate_to = then.value
         self._effects.reason = reason
@@ -134,3 +158,8 @@ class StepContext(Generic[S, D]):
     @property
     def effects(self) -> _Effects:
         return self._effects
+
+    @property
+    def version(self) -> int:
+        """The saga's version once this step is applied."""
+        return self._new_version

@@ -34,6 +34,7 @@ from orchestrator.engine.model import (
     TimerChange,
     UnknownSaga,
     WrongWorkflow,
+    is_operator,
 )
 
 S = TypeVar("S", bound=StrEnum)
@@ -69,15 +70,7 @@ def decide(
     runtime = snapshot.runtime
     if incoming.is_reply and incoming.causation_id is not None:
         runtime = _replace(runtime, outstanding=runtime.outstanding - {incoming.causation_id})
-    ctx = StepContext(
-        machine,
-        saga_id=snapshot.saga_id,
-        state=machine.states(snapshot.state),
-        data=machine.data_model.model_validate(snapshot.data),
-        version=snapshot.version + 1,
-        now=now,
-        config=config,
-    )
+    ctx = _context(machine, snapshot, now, config)
     ctx.reason = runtime.reason
     return _run(
         machine,
@@ -92,6 +85,21 @@ def decide(
     )
 
 
+def _context(
+    machine: Machine[S, D], snapshot: SagaSnapshot, now: datetime, config: EngineConfig
+) -> StepContext[S, D]:
+    """The context of a step on an existing saga: its state and data, at the next version."""
+    return StepContext(
+        machine.compensation_rules,
+        saga_id=snapshot.saga_id,
+        state=machine.states(snapshot.state),
+        data=machine.data_model.model_validate(snapshot.data),
+        version=snapshot.version + 1,
+        now=now,
+        config=config,
+    )
+
+
 def _start(
     machine: Machine[S, D], incoming: Incoming, now: datetime, config: EngineConfig
 ) -> Decision:
@@ -100,7 +108,7 @@ def _start(
         raise UnknownSaga(f"no saga {incoming.saga_id} and {incoming.trigger} does not start one")
     data: D = start.init(incoming.payload)  # type: ignore[assignment]
     ctx: StepContext[S, D] = StepContext(
-        machine,
+        machine.compensation_rules,
         saga_id=incoming.saga_id,
         state=None,
         data=data,
@@ -160,7 +168,7 @@ def _run(
             raise ActionError(f"({from_state}, {incoming.trigger}) may not go to {target}")
     assert target is not None
     step = _Step(machine, ctx, from_state, runtime, outgoing, timers)
-    return step.finish(target, incoming.payload, outcome, business_key, ctx._new_version)
+    return step.finish(target, incoming.payload, outcome, business_key, ctx.version)
 
 
 @dataclasses.dataclass
@@ -252,15 +260,7 @@ def _compensation_step(
 ) -> Decision:
     runtime = snapshot.runtime
     top = runtime.compensations[-1] if runtime.compensations else None
-    ctx = StepContext(
-        machine,
-        saga_id=snapshot.saga_id,
-        state=machine.states(snapshot.state),
-        data=machine.data_model.model_validate(snapshot.data),
-        version=snapshot.version + 1,
-        now=now,
-        config=config,
-    )
+    ctx = _context(machine, snapshot, now, config)
     ctx.reason = runtime.reason
     outgoing: list[Outgoing] = []
     timers: dict[str, TimerChange] = {}
@@ -292,15 +292,7 @@ def _operator_step(
     """Abort, compensate or skip on an operator's word; the engine's rules still hold."""
     if snapshot.finished or snapshot.state in machine.final:
         raise OperatorRefused(f"saga is already {snapshot.state}")
-    ctx = StepContext(
-        machine,
-        saga_id=snapshot.saga_id,
-        state=machine.states(snapshot.state),
-        data=machine.data_model.model_validate(snapshot.data),
-        version=snapshot.version + 1,
-        now=now,
-        config=config,
-    )
+    ctx = _context(machine, snapshot, now, config)
     why = f"{request.action} by {request.operator}: {request.reason}"
     ctx.note(why)
     # Whatever was in flight is no longer awaited: late replies become stale.
@@ -336,7 +328,7 @@ def _operator_step(
         allowed = {
             t
             for s, trig, t in machine.edges()
-            if s == snapshot.state and not trig.startswith("operator:") and t in machine.final
+            if s == snapshot.state and not is_operator(trig) and t in machine.final
         }
         if request.to_state not in allowed:
             choices = ", ".join(sorted(allowed)) or "none"

@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from orchestrator.engine.machine import Machine
+from orchestrator.engine.model import is_operator
 
 
 def _node(state: str) -> str:
@@ -16,7 +17,7 @@ def mermaid(machine: Machine[Any, Any], highlight: str | None = None) -> str:
     """The diagram as Mermaid text; `highlight` marks one state (where a saga instance is)."""
     labels: dict[tuple[str, str], list[str]] = defaultdict(list)
     for source, trigger, target in machine.edges():
-        if source == target or trigger.startswith("operator:"):
+        if source == target or is_operator(trigger):
             # Self-loops (cancel flag, compensation progress) and operator actions, which apply
             # to every unfinished state, would clutter the picture.
             continue

@@ -15,18 +15,14 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import BaseModel
 
 from contracts.base import Command, Event, Message, ReplyEvent
-from orchestrator.engine.context import StepContext
-from orchestrator.engine.model import TIMER_PREFIX
+from orchestrator.engine.context import CompensationRules, StepContext
+from orchestrator.engine.model import OPERATOR_PREFIX, TIMER_PREFIX, DefinitionError, is_operator
 
 S = TypeVar("S", bound=StrEnum)
 D = TypeVar("D", bound=BaseModel)
 E = TypeVar("E", bound=Message)
 
 Action = Callable[[StepContext[S, D], Any], None]
-
-
-class DefinitionError(Exception):
-    """The workflow definition is inconsistent; the message lists every problem found."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +68,9 @@ class Ignore:
 
 
 COMPENSATION_TIMER = Timer("compensation-step")
-OPERATOR_ABORT = "operator:abort"
-OPERATOR_COMPENSATE = "operator:compensate"
-OPERATOR_SKIP = "operator:skip"
+OPERATOR_ABORT = OPERATOR_PREFIX + "abort"
+OPERATOR_COMPENSATE = OPERATOR_PREFIX + "compensate"
+OPERATOR_SKIP = OPERATOR_PREFIX + "skip"
 
 
 class Machine(Generic[S, D]):
@@ -190,12 +186,16 @@ class Machine(Generic[S, D]):
         self.compensation_targets.extend(s for s in states if s not in self.compensation_targets)
 
     def compensation_reply(self, command: type[Command]) -> str:
-        try:
-            return self.compensations[command.message_type]
-        except KeyError:
-            raise DefinitionError(
-                f"{self.name}: {command.message_type} is not a registered compensation"
-            ) from None
+        return self.compensation_rules.reply_to(command)
+
+    @property
+    def compensation_rules(self) -> CompensationRules:
+        """What a step's actions may know of the compensations (StepContext gets only this)."""
+        return CompensationRules(
+            self.name,
+            dict(self.compensations),
+            tuple(state.value for state in self.compensation_targets),
+        )
 
     def _remember(self, message: type[Message]) -> None:
         if issubclass(message, Event):
@@ -248,7 +248,7 @@ class Machine(Generic[S, D]):
             for source, trigger, target in result
             if source in {s.value for s in self.active_states}
             and target in self.final
-            and not trigger.startswith("operator:")
+            and not is_operator(trigger)
         }
         result += [(s, OPERATOR_SKIP, t) for s, t in sorted(forward_finals)]
         return result

@@ -16,6 +16,20 @@ TIMER_PREFIX = "timer:"
 OPERATOR_PREFIX = "operator:"
 
 
+def is_operator(trigger: str) -> bool:
+    """Whether a trigger is an operator's action (abort, compensate, skip)."""
+    return trigger.startswith(OPERATOR_PREFIX)
+
+
+def timer_name(trigger: str) -> str | None:
+    """The timer's name when the trigger is a timer firing, else None."""
+    return trigger.removeprefix(TIMER_PREFIX) if trigger.startswith(TIMER_PREFIX) else None
+
+
+class DefinitionError(Exception):
+    """The workflow definition is inconsistent; the message lists every problem found."""
+
+
 class OperatorRefused(ReportableError):
     """An operator action that does not apply to the saga as it is (finished, wrong state)."""
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.topology import Topology
 from orchestrator.engine import Decision, EngineConfig, Incoming, RuntimeState, SagaSnapshot
+from orchestrator.engine.model import TIMER_PREFIX
 from orchestrator.store import batch
 from orchestrator.store.batch import NOTIFY_CHANNEL, ConcurrencyConflict
 from orchestrator.store.plan import UnexpectedMessage, actor_of, plan_batch
@@ -321,7 +322,7 @@ async def _claim_timers(conn: asyncpg.Connection, incomings: list[Incoming]) -> 
             "DELETE FROM saga.timers WHERE saga_id = $1 AND name = $2 AND message_id = $3"
             " RETURNING name",
             incoming.saga_id,
-            incoming.trigger.removeprefix("timer:"),
+            incoming.trigger.removeprefix(TIMER_PREFIX),
             incoming.message_id,
         )
         if row is None:
