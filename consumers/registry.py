@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
+from consumers.approvals.app import SPEC as APPROVALS
+from consumers.courses.app import SPEC as COURSES
+from consumers.documents.app import SPEC as DOCUMENTS
 from consumers.inventory.app import SPEC as INVENTORY
+from consumers.notifications.app import SPEC as NOTIFICATIONS
 from consumers.payments.app import SPEC as PAYMENTS
 from consumers.runtime import WorkerSpec, build_worker
 from consumers.settings import WorkerSettings
 from consumers.shipping.app import SPEC as SHIPPING
 from sagaline.settings import Settings
 
-_SPECS: list[WorkerSpec] = [PAYMENTS, INVENTORY, SHIPPING]
-from consumers.courses.app import SPEC as COURSES  # noqa: E402 - registered at its marker line
-from consumers.notifications.app import SPEC as NOTIFICATIONS  # noqa: E402
-
-_SPECS += [COURSES, NOTIFICATIONS]
-# enrollment-workers-here
-from consumers.approvals.app import SPEC as APPROVALS  # noqa: E402 - registered at its marker
-from consumers.documents.app import SPEC as DOCUMENTS  # noqa: E402 - registered at its marker
-
-_SPECS += [DOCUMENTS, APPROVALS]
-# documents-workers-here
+_SPECS = (PAYMENTS, INVENTORY, SHIPPING, COURSES, NOTIFICATIONS, DOCUMENTS, APPROVALS)
+"""In workflow order: order, enrollment, document approval."""
 
 WORKERS: dict[str, WorkerSpec] = {spec.name: spec for spec in _SPECS}
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from contracts import order
+from contracts import documents, enrollment, order
 from contracts.base import Command, Event, Message, ReplyEvent
+
+MODULES = (order, enrollment, documents)
+"""The modules whose message classes make up the contracts, one per workflow."""
 
 
 def _collect(*modules: object) -> dict[str, type[Message]]:
@@ -22,17 +25,7 @@ def _collect(*modules: object) -> dict[str, type[Message]]:
     return found
 
 
-_MODULES: list[object] = [order]
-from contracts import enrollment  # noqa: E402 - registered at its marker line
-
-_MODULES.append(enrollment)
-# enrollment-contracts-here
-from contracts import documents  # noqa: E402 - registered at its marker line
-
-_MODULES.append(documents)
-# documents-contracts-here
-
-MESSAGE_TYPES: dict[str, type[Message]] = _collect(*_MODULES)
+MESSAGE_TYPES: dict[str, type[Message]] = _collect(*MODULES)
 
 
 def message_class(type_name: str) -> type[Message] | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.asgi import AsgiFastStream
 from opentelemetry import trace
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.envelope import Envelope
 from contracts.routes import WORKER_COMMANDS
@@ -39,6 +40,25 @@ def event_bindings(topology: Topology) -> list[tuple[str, str]]:
             for m in WORKFLOWS.values()
             for event in m.consumed_events
         }
+    )
+
+
+def build_store(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    clock: Clock = utcnow,
+    on_conflict: Callable[[], None] | None = None,
+) -> SagaStore:
+    """The one way a SagaStore is wired (the process and the operator CLI share it): the
+    workflows it runs and the step timeout, which an operator's compensate schedules with."""
+    return SagaStore(
+        engine,
+        settings.topology,
+        EngineConfig(step_timeout=settings.step_timeout),
+        WORKFLOWS,
+        clock=clock,
+        on_conflict=on_conflict,
     )
 
 
@@ -132,10 +152,9 @@ class Orchestrator:
 
     def _make_process(self, resources: Resources) -> OrchestratorProcess:
         self.metrics = SagaMetrics(resources.registry)
-        self.store = SagaStore(
+        self.store = build_store(
+            self.settings,
             resources.engine,
-            resources.topology,
-            EngineConfig(step_timeout=self.settings.step_timeout),
             clock=self.clock,
             on_conflict=self.metrics.conflicts.inc,
         )

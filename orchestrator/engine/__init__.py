@@ -16,6 +16,7 @@ from orchestrator.engine.model import (
     RuntimeState,
     SagaSnapshot,
     TimerChange,
+    UnexpectedMessage,
     UnknownSaga,
     WrongWorkflow,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "StepContext",
     "Timer",
     "TimerChange",
+    "UnexpectedMessage",
     "UnknownSaga",
     "WrongWorkflow",
     "decide",

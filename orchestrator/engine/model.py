@@ -45,6 +45,10 @@ class OperatorRequest:
     """For `skip` outside compensation: the state to move to (a declared target)."""
 
 
+class UnexpectedMessage(ReportableError):
+    """No workflow consumes this message type."""
+
+
 class UnknownSaga(ReportableError):
     """A non-starting event names a saga that does not exist."""
 

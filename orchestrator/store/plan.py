@@ -27,14 +27,10 @@ from orchestrator.engine import (
     SagaSnapshot,
     decide,
 )
-from orchestrator.workflows import WORKFLOWS, machine_for
+from orchestrator.engine.registry import Workflows
 from sagaline.messaging.errors import ReportableError
 
 _tracer = trace.get_tracer("sagaline.orchestrator")
-
-
-class UnexpectedMessage(ReportableError):
-    """No workflow consumes this message type."""
 
 
 @dataclass
@@ -73,6 +69,9 @@ class Plan:
     finished: set[uuid.UUID] = field(default_factory=set)
     refused_ids: list[uuid.UUID] = field(default_factory=list)
 
+    def slot(self, saga_id: uuid.UUID) -> SagaSlot:
+        return self.slots.setdefault(saga_id, SagaSlot(None, None))
+
 
 def actor_of(incoming: Incoming) -> str:
     if incoming.operator is not None:
@@ -90,6 +89,7 @@ def plan_batch(
     now: datetime,
     trace_headers: list[Mapping[str, str]],
     actors: list[str],
+    workflows: Workflows,
 ) -> Plan:
     """Decide every fresh incoming in order and collect the rows the batch must write.
 
@@ -106,7 +106,8 @@ def plan_batch(
             plan.steps.append(None)
             continue
         try:
-            step = _plan_one(plan, incoming, keys, topology, config, headers, actor)
+            machine = workflows.machine_for(incoming, plan.slot(incoming.saga_id).current)
+            step = _plan_one(plan, machine, incoming, keys, topology, config, headers, actor)
         except ReportableError as refusal:
             plan.steps.append(refusal)
             plan.refused_ids.append(incoming.message_id)
@@ -117,6 +118,7 @@ def plan_batch(
 
 def _plan_one(
     plan: Plan,
+    machine: Machine[Any, Any],
     incoming: Incoming,
     keys: dict[tuple[str, str], uuid.UUID],
     topology: Topology,
@@ -124,9 +126,8 @@ def _plan_one(
     headers: Mapping[str, str],
     actor: str,
 ) -> Planned:
-    slot = plan.slots.setdefault(incoming.saga_id, SagaSlot(None, None))
+    slot = plan.slot(incoming.saga_id)
     snapshot = slot.current
-    machine = _machine(incoming, snapshot)
     parent = propagate.extract(dict(headers))
     with _tracer.start_as_current_span(
         "saga transition", context=parent, attributes={"saga.id": str(incoming.saga_id)}
@@ -158,17 +159,6 @@ def _plan_one(
         _collect_effects(plan, saga_id, incoming, decision, carrier, topology)
     plan.history.append(_history_row(saga_id, incoming, decision, actor, plan.now))
     return Planned(incoming, decision, saga_id, machine.name, previous)
-
-
-def _machine(incoming: Incoming, snapshot: SagaSnapshot | None) -> Machine[Any, Any]:
-    if incoming.payload is None:  # a timer or an operator: the saga's own workflow
-        if snapshot is None:
-            raise UnexpectedMessage(f"{incoming.trigger} for a saga that does not exist")
-        return WORKFLOWS[snapshot.workflow]
-    machine = machine_for(incoming.trigger)
-    if machine is None:
-        raise UnexpectedMessage(f"no workflow consumes {incoming.trigger}")
-    return machine
 
 
 def _duplicate_start(

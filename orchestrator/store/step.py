@@ -21,13 +21,20 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.topology import Topology
-from orchestrator.engine import Decision, EngineConfig, Incoming, RuntimeState, SagaSnapshot
+from orchestrator.engine import (
+    Decision,
+    EngineConfig,
+    Incoming,
+    RuntimeState,
+    SagaSnapshot,
+    UnexpectedMessage,
+)
 from orchestrator.engine.model import TIMER_PREFIX
+from orchestrator.engine.registry import Workflows
 from orchestrator.store import batch
 from orchestrator.store.batch import NOTIFY_CHANNEL, ConcurrencyConflict
-from orchestrator.store.plan import UnexpectedMessage, actor_of, plan_batch
+from orchestrator.store.plan import actor_of, plan_batch
 from orchestrator.store.tables import instances, outbox
-from orchestrator.workflows import machine_for
 from sagaline.faults import crash_point
 from sagaline.messaging.errors import ReportableError, error_summary
 
@@ -92,6 +99,7 @@ class SagaStore:
         engine: AsyncEngine,
         topology: Topology,
         config: EngineConfig,
+        workflows: Workflows,
         *,
         clock: Clock = utcnow,
         max_conflict_retries: int = 20,
@@ -100,6 +108,8 @@ class SagaStore:
         self.engine = engine
         self.topology = topology
         self.config = config
+        self.workflows = workflows
+        """The machines this store decides with, given by the composition root."""
         self.clock = clock
         self.max_conflict_retries = max_conflict_retries
         self.on_conflict = on_conflict
@@ -270,11 +280,22 @@ class SagaStore:
         fresh = await batch.claim_inbox(conn, incomings, now)
         saga_ids = {i.saga_id for i, new in zip(incomings, fresh, strict=True) if new}
         keys = {
-            key for i, new in zip(incomings, fresh, strict=True) if new and (key := _start_key(i))
+            key
+            for i, new in zip(incomings, fresh, strict=True)
+            if new and (key := self.workflows.start_key(i))
         }
         loaded, owners = await batch.load(conn, saga_ids, keys)
         plan = plan_batch(
-            incomings, fresh, loaded, owners, self.topology, self.config, now, headers, actors
+            incomings,
+            fresh,
+            loaded,
+            owners,
+            self.topology,
+            self.config,
+            now,
+            headers,
+            actors,
+            self.workflows,
         )
         await batch.write(conn, plan, notify_relay=notify_relay)
         crash_point("orchestrator.before_commit")
@@ -296,17 +317,6 @@ class SagaStore:
                     )
                 )
         return results
-
-
-def _start_key(incoming: Incoming) -> tuple[str, str] | None:
-    """(workflow, business key) a starting event would claim, to look up its owner."""
-    if incoming.payload is None:
-        return None
-    machine = machine_for(incoming.trigger)
-    start = machine.starts.get(incoming.trigger) if machine is not None else None
-    if machine is None or start is None:
-        return None
-    return machine.name, start.key(incoming.payload)
 
 
 async def driver_connection(sa_conn: AsyncConnection) -> asyncpg.Connection:

@@ -217,8 +217,7 @@ async def open_admin(settings: Settings) -> AsyncIterator[SagaAdmin]:
     from sqlalchemy.exc import DBAPIError
 
     from orchestrator.admin import InvalidRequest, SagaAdmin
-    from orchestrator.engine import EngineConfig
-    from orchestrator.store.step import SagaStore
+    from orchestrator.app import build_store
     from sagaline.db import create_unpooled_engine
     from sagaline.messaging.errors import ReportableError
 
@@ -226,9 +225,7 @@ async def open_admin(settings: Settings) -> AsyncIterator[SagaAdmin]:
     if not await check_database(settings, within=_CONNECT_TIMEOUT):
         raise CliError("the database does not exist yet; run `sagaline migrate`")
     engine = create_unpooled_engine(settings.sqlalchemy_url)
-    # The step timeout must match the orchestrator's: an operator's compensate schedules the
-    # compensation timer with it.
-    store = SagaStore(engine, settings.topology, EngineConfig(step_timeout=settings.step_timeout))
+    store = build_store(settings, engine)  # wired as the orchestrator wires its own
     try:
         yield SagaAdmin(engine, store)
     except InvalidRequest as exc:

@@ -34,6 +34,7 @@ from contracts import order as o
 from contracts.envelope import Envelope, new_envelope
 from orchestrator.engine import EngineConfig, Incoming, Outcome
 from orchestrator.store.step import SagaStore, StepResult
+from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.messaging.parsing import parse_body
 from sagaline.settings import Settings
@@ -111,7 +112,9 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
     # another test's orchestrator would try to publish them to exchanges that are gone.
     async with own_database(settings) as own:
         engine = create_engine(own, pool_size=4)
-        store = SagaStore(engine, own.topology, EngineConfig(step_timeout=timedelta(hours=1)))
+        store = SagaStore(
+            engine, own.topology, EngineConfig(step_timeout=timedelta(hours=1)), WORKFLOWS
+        )
         workers = {name: offline_worker(WORKERS[name], engine) for name in ORDER_WORKERS}
         try:
             yield Env(own, engine, store, workers)

@@ -28,6 +28,7 @@ from contracts import order as o
 from contracts.envelope import new_envelope
 from orchestrator.engine import EngineConfig, Incoming
 from orchestrator.store.step import SagaStore
+from orchestrator.workflows import WORKFLOWS
 from tests.faults.conftest import Scenario
 from tests.faults.harness import eventually
 from tests.faults.workload import CANCELLED, DECLINED, FAILED, SUCCESS, Order
@@ -124,13 +125,17 @@ async def _start_sagas(
         while not queue.empty():
             index, order = queue.get_nowait()
             at = started[order.saga_id]
-            store = SagaStore(scenario.engine, topology, config, clock=lambda at=at: at)
+            store = SagaStore(scenario.engine, topology, config, WORKFLOWS, clock=lambda at=at: at)
             result = await store.handle(Incoming.from_envelope(order.submitted))
             assert result.decision is not None
             (command,) = result.decision.outgoing
             reply_id = reply_message_id(command.message_id)
             later = SagaStore(
-                scenario.engine, topology, patient, clock=lambda at=at: at + timedelta(1e-3)
+                scenario.engine,
+                topology,
+                patient,
+                WORKFLOWS,
+                clock=lambda at=at: at + timedelta(1e-3),
             )
             if order.case is DECLINED:
                 reply: Any = o.PaymentFailed(order_id=order.order_id, reason="card declined")

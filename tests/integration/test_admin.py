@@ -33,6 +33,7 @@ from orchestrator.app import Orchestrator
 from orchestrator.engine import EngineConfig, Incoming, OperatorRefused
 from orchestrator.store.step import SagaStore
 from orchestrator.store.tables import history, instances
+from orchestrator.workflows import WORKFLOWS
 from sagaline.cli import app as cli_app
 from sagaline.db import create_unpooled_engine
 from sagaline.messaging.publish import publish_envelope
@@ -246,7 +247,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def admin(db: AsyncEngine, ops_settings: Settings, clock: FakeClock) -> SagaAdmin:
     config = EngineConfig(step_timeout=timedelta(minutes=2))
-    return SagaAdmin(db, SagaStore(db, ops_settings.topology, config, clock=clock))
+    return SagaAdmin(db, SagaStore(db, ops_settings.topology, config, WORKFLOWS, clock=clock))
 
 
 async def test_stuck_query_finds_exactly_the_stuck_sagas(

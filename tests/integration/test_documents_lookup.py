@@ -13,6 +13,7 @@ from contracts.envelope import new_envelope
 from orchestrator.documents_lookup import DocumentLookupError, answer_for, find_document_saga
 from orchestrator.engine import EngineConfig, Incoming
 from orchestrator.store.step import SagaStore
+from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.settings import Settings
 
@@ -28,7 +29,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def store(engine: AsyncEngine, settings: Settings) -> SagaStore:
-    return SagaStore(engine, settings.topology, EngineConfig())
+    return SagaStore(engine, settings.topology, EngineConfig(), WORKFLOWS)
 
 
 async def _start(store: SagaStore, document_id: str, change_id: str) -> uuid.UUID:

@@ -22,6 +22,7 @@ from orchestrator.engine import EngineConfig, Incoming, Outcome
 from orchestrator.store.step import SagaStore
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
+from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.settings import Settings
 from tests.integration.support import FakeClock, reply
@@ -50,7 +51,7 @@ def clock() -> FakeClock:
 
 def _store(engine: AsyncEngine, settings: Settings, clock: FakeClock) -> SagaStore:
     return SagaStore(
-        engine, settings.topology, EngineConfig(step_timeout=STEP_TIMEOUT), clock=clock
+        engine, settings.topology, EngineConfig(step_timeout=STEP_TIMEOUT), WORKFLOWS, clock=clock
     )
 
 

@@ -18,6 +18,7 @@ from orchestrator.store import batch as batch_module
 from orchestrator.store.step import NOTIFY_CHANNEL, SagaStore, unpublished_count
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
+from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.settings import Settings
 from tests.integration.support import FakeClock, order_submitted, reply
@@ -44,7 +45,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(engine: AsyncEngine, settings: Settings, clock: FakeClock) -> SagaStore:
     return SagaStore(
-        engine, settings.topology, EngineConfig(step_timeout=STEP_TIMEOUT), clock=clock
+        engine, settings.topology, EngineConfig(step_timeout=STEP_TIMEOUT), WORKFLOWS, clock=clock
     )
 
 
@@ -320,7 +321,7 @@ async def test_timers_due_while_stopped_fire_once_in_due_order_after_restart(
     settings: Settings, engine: AsyncEngine, clock: FakeClock
 ) -> None:
     config = EngineConfig(step_timeout=STEP_TIMEOUT)
-    before = SagaStore(engine, settings.topology, config, clock=clock)
+    before = SagaStore(engine, settings.topology, config, WORKFLOWS, clock=clock)
     sagas = []
     for _ in range(5):
         submitted = order_submitted()
@@ -330,7 +331,7 @@ async def test_timers_due_while_stopped_fire_once_in_due_order_after_restart(
 
     # The orchestrator is "down" for an hour; a new store and loop start with the later clock.
     clock.advance(timedelta(hours=1))
-    after = SagaStore(engine, settings.topology, config, clock=clock)
+    after = SagaStore(engine, settings.topology, config, WORKFLOWS, clock=clock)
     loop = TimerLoop(after)
     fired = await loop.fire_due()
     assert fired >= 5
