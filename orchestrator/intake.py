@@ -26,12 +26,20 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from contracts.envelope import Envelope
 from contracts.topology import ParkReason
-from orchestrator.engine import Incoming, OperatorRefused, UnknownSaga, WrongWorkflow
-from orchestrator.store.step import BatchResult, SagaStore, StepResult, UnexpectedMessage
+from orchestrator.engine import (
+    Incoming,
+    OperatorRefused,
+    UnexpectedMessage,
+    UnknownSaga,
+    WrongWorkflow,
+)
+from orchestrator.engine.registry import Workflows
+from orchestrator.metrics import SagaMetrics, observe_step
+from orchestrator.store.step import BatchResult, SagaStore, StepResult
 from sagaline.faults import crash_point
 from sagaline.messaging.batching import apply_batch, parse_or_park, settle_one_by_one
 from sagaline.messaging.delivery import DeliveryHandler
-from sagaline.messaging.errors import error_summary
+from sagaline.messaging.errors import PermanentMessageError, error_summary
 
 log = logging.getLogger("sagaline.intake")
 
@@ -55,6 +63,51 @@ def park_reason(refusal: Exception) -> ParkReason:
 def trace_headers(delivery: AbstractIncomingMessage) -> dict[str, str]:
     headers = delivery.headers or {}
     return {k: str(headers[k]) for k in TRACE_HEADERS if k in headers}
+
+
+class StepObserver:
+    """Counts a committed step in the saga metrics (both intake paths and nothing else)."""
+
+    def __init__(self, metrics: SagaMetrics, workflows: Workflows) -> None:
+        self.metrics = metrics
+        self.workflows = workflows
+
+    def __call__(self, result: StepResult) -> None:
+        if result.decision is None or result.workflow is None or result.at is None:
+            return
+        machine = self.workflows[result.workflow]
+        observe_step(
+            self.metrics,
+            result.workflow,
+            result.decision,
+            result.previous_update,
+            result.at,
+            machine.compensating,
+            machine.compensation_failed,
+        )
+
+
+class SingleIntake:
+    """The one-by-one path (the DeliveryHandler's Process): one event, one `store.handle`.
+
+    Used for the messages of a batch that failed as a whole. It shares the batch path's trace
+    headers and refusal mapping; the store's plan opens the "saga transition" span, so this
+    opens none of its own.
+    """
+
+    def __init__(self, store: SagaStore, observe: Callable[[StepResult], None]) -> None:
+        self.store = store
+        self.observe = observe
+
+    async def __call__(self, envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
+        try:
+            result = await self.store.handle(
+                Incoming.from_envelope(envelope), trace_headers=trace_headers(delivery)
+            )
+        except tuple(REFUSALS) as refusal:
+            raise PermanentMessageError(park_reason(refusal), str(refusal)) from None
+        crash_point("orchestrator.after_commit_before_ack")
+        self.observe(result)
 
 
 class BatchIntake:

@@ -148,6 +148,7 @@ def _plan_one(
                 "saga.outcome": decision.outcome.value,
                 "saga.from_state": decision.from_state or "",
                 "saga.to_state": decision.to_state,
+                "messaging.message.type": incoming.trigger,
             }
         )
         carrier = dict(headers)
