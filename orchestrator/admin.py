@@ -19,7 +19,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.engine import Incoming, OperatorRefused, OperatorRequest, RuntimeState
-from orchestrator.store.step import NOTIFY_CHANNEL, SagaStore
+from orchestrator.store.saga_store import NOTIFY_CHANNEL, SagaStore
 from orchestrator.store.tables import history, instances, outbox, timers
 from sagaline.messaging.errors import ReportableError
 

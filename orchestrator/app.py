@@ -14,7 +14,7 @@ from orchestrator.intake import BatchIntake, SingleIntake, StepObserver
 from orchestrator.metrics import DatabaseSampler, SagaMetrics
 from orchestrator.parking_metrics import ParkingSampler
 from orchestrator.relay import OutboxRelay
-from orchestrator.store.step import Clock, SagaStore, utcnow
+from orchestrator.store.saga_store import Clock, SagaStore, utcnow
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from sagaline.messaging.batching import QueueBatches

@@ -2,8 +2,9 @@
 
 Deliveries are collected into batches (up to `batch_size` messages or `batch_wait` seconds)
 and each batch is applied in one database transaction, then its deliveries are acknowledged.
-This is DESIGN.md's measured way to approach the broker's own ceiling: per-message
-transactions cost one fsync each, and FastStream's per-message path costs ~2x raw aio-pika.
+This is the measured way to approach the broker's own ceiling (on 2 cores, ~3.1k steps/s
+batched against ~1.0k per message): per-message transactions cost one fsync each, and
+FastStream's per-message path costs ~2x raw aio-pika.
 
 Every guarantee of the per-message path holds: a message is acked only after its step
 committed; permanent refusals are parked with their reason; a batch that fails for any other
@@ -35,7 +36,7 @@ from orchestrator.engine import (
 )
 from orchestrator.engine.registry import Workflows
 from orchestrator.metrics import SagaMetrics, observe_step
-from orchestrator.store.step import BatchResult, SagaStore, StepResult
+from orchestrator.store.saga_store import BatchResult, SagaStore, StepResult
 from sagaline.faults import crash_point
 from sagaline.messaging.batching import apply_batch, parse_or_park, settle_one_by_one
 from sagaline.messaging.delivery import DeliveryHandler

@@ -36,7 +36,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.store.step import NOTIFY_CHANNEL, Clock, driver_connection, utcnow
+from orchestrator.store.saga_store import NOTIFY_CHANNEL, Clock, driver_connection, utcnow
 from sagaline.background import BackgroundLoop
 from sagaline.faults import crash_point
 from sagaline.messaging.errors import error_summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from orchestrator.store.step import Clock, SagaStore
+from orchestrator.store.saga_store import Clock, SagaStore
 from sagaline.background import BackgroundLoop
 from sagaline.faults import crash_point
 

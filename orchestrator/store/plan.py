@@ -2,7 +2,7 @@
 
 A batch may hold several messages for one saga; each is decided against the state the previous
 one produced, so the batch behaves exactly like the same messages applied one by one. The
-rows it plans are written by orchestrator/store/batch.py in one transaction.
+rows it plans are written by orchestrator/store/sql.py in one transaction.
 """
 
 from __future__ import annotations

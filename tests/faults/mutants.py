@@ -39,14 +39,14 @@ class Mutant:
 MUTANTS = (
     Mutant(
         "orchestrator-inbox-dedupe",
-        "orchestrator/store/batch.py",
+        "orchestrator/store/sql.py",
         "fresh.append(incoming.message_id in fresh_ids)",
         "fresh.append(True)",
         "test_duplicates.py",
     ),
     Mutant(
         "saga-compare-and-set",
-        "orchestrator/store/batch.py",
+        "orchestrator/store/sql.py",
         'WHERE i.id = v.id AND i.version = v.expected\n"""\n\n_HOLD',
         'WHERE i.id = v.id\n"""\n\n_HOLD',
         "test_replicas.py",
@@ -74,14 +74,14 @@ MUTANTS = (
     ),
     Mutant(
         "timers-in-due-order",
-        "orchestrator/store/batch.py",
+        "orchestrator/store/sql.py",
         "ORDER BY due_at, saga_id LIMIT $2 FOR UPDATE SKIP LOCKED",
         "ORDER BY saga_id LIMIT $2 FOR UPDATE SKIP LOCKED",
         "test_timers.py",
     ),
     Mutant(
         "timer-cancel",
-        "orchestrator/store/batch.py",
+        "orchestrator/store/sql.py",
         "WHERE t.saga_id = c.saga_id AND t.name = c.name\n",
         "WHERE false\n",
         "test_timers.py",
@@ -147,7 +147,7 @@ MUTANTS = (
     ),
     Mutant(
         "relay-woken-at-commit",
-        "orchestrator/store/batch.py",
+        "orchestrator/store/sql.py",
         "        if notify_relay:",
         "        if False:",
         "tests/integration/test_store.py::"

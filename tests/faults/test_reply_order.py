@@ -33,7 +33,7 @@ from consumers.testing import offline_worker
 from contracts import order as o
 from contracts.envelope import Envelope, new_envelope
 from orchestrator.engine import EngineConfig, Incoming, Outcome
-from orchestrator.store.step import SagaStore, StepResult
+from orchestrator.store.saga_store import SagaStore, StepResult
 from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.messaging.parsing import parse_body

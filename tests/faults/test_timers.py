@@ -27,7 +27,7 @@ from consumers.inbox import reply_message_id
 from contracts import order as o
 from contracts.envelope import new_envelope
 from orchestrator.engine import EngineConfig, Incoming
-from orchestrator.store.step import SagaStore
+from orchestrator.store.saga_store import SagaStore
 from orchestrator.workflows import WORKFLOWS
 from tests.faults.conftest import Scenario
 from tests.faults.harness import eventually

@@ -31,7 +31,7 @@ from consumers.testing import running
 from orchestrator.admin import SagaAdmin, SagaNotFound
 from orchestrator.app import Orchestrator
 from orchestrator.engine import EngineConfig, Incoming, OperatorRefused
-from orchestrator.store.step import SagaStore
+from orchestrator.store.saga_store import SagaStore
 from orchestrator.store.tables import history, instances
 from orchestrator.workflows import WORKFLOWS
 from sagaline.cli import app as cli_app

@@ -12,7 +12,7 @@ from contracts import documents as d
 from contracts.envelope import new_envelope
 from orchestrator.documents_lookup import DocumentLookupError, answer_for, find_document_saga
 from orchestrator.engine import EngineConfig, Incoming
-from orchestrator.store.step import SagaStore
+from orchestrator.store.saga_store import SagaStore
 from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.settings import Settings

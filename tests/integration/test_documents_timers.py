@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts import documents as d
 from contracts.envelope import new_envelope
 from orchestrator.engine import EngineConfig, Incoming, Outcome
-from orchestrator.store.step import SagaStore
+from orchestrator.store.saga_store import SagaStore
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS

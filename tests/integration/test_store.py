@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
 from orchestrator.engine import EngineConfig, Incoming, Outcome
-from orchestrator.store import batch as batch_module
-from orchestrator.store.step import NOTIFY_CHANNEL, SagaStore, unpublished_count
+from orchestrator.store import sql as batch_module
+from orchestrator.store.saga_store import NOTIFY_CHANNEL, SagaStore, unpublished_count
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS

@@ -3,7 +3,7 @@
 Isolation is READ COMMITTED plus an explicit version check: the UPDATE ... WHERE version = v
 either applies on top of exactly the state we decided from, or matches no row, in which case
 the whole transaction (inbox rows included) rolls back and the steps are decided again.
-A single message is a batch of one: both paths share one implementation (plan.py, batch.py).
+A single message is a batch of one: both paths share one implementation (plan.py, sql.py).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from orchestrator.engine import (
 )
 from orchestrator.engine.model import TIMER_PREFIX
 from orchestrator.engine.registry import Workflows
-from orchestrator.store import batch
-from orchestrator.store.batch import NOTIFY_CHANNEL, ConcurrencyConflict
+from orchestrator.store import sql
 from orchestrator.store.plan import actor_of, plan_batch
+from orchestrator.store.sql import NOTIFY_CHANNEL, ConcurrencyConflict
 from orchestrator.store.tables import instances, outbox
 from sagaline.faults import crash_point
 from sagaline.messaging.errors import ReportableError, error_summary
@@ -225,7 +225,7 @@ class SagaStore:
             conn = await driver_connection(sa_conn)
             async with conn.transaction():
                 now = self.clock()
-                claimed = await conn.fetch(batch.CLAIM_DUE_TIMERS, now, limit)
+                claimed = await conn.fetch(sql.CLAIM_DUE_TIMERS, now, limit)
                 if not claimed:
                     return []
                 # DELETE ... RETURNING does not keep the subquery's order: fire in due order.
@@ -277,14 +277,14 @@ class SagaStore:
         now: datetime,
         notify_relay: bool = True,
     ) -> list[BatchResult]:
-        fresh = await batch.claim_inbox(conn, incomings, now)
+        fresh = await sql.claim_inbox(conn, incomings, now)
         saga_ids = {i.saga_id for i, new in zip(incomings, fresh, strict=True) if new}
         keys = {
             key
             for i, new in zip(incomings, fresh, strict=True)
             if new and (key := self.workflows.start_key(i))
         }
-        loaded, owners = await batch.load(conn, saga_ids, keys)
+        loaded, owners = await sql.load(conn, saga_ids, keys)
         plan = plan_batch(
             incomings,
             fresh,
@@ -297,7 +297,7 @@ class SagaStore:
             actors,
             self.workflows,
         )
-        await batch.write(conn, plan, notify_relay=notify_relay)
+        await sql.write(conn, plan, notify_relay=notify_relay)
         crash_point("orchestrator.before_commit")
         results: list[BatchResult] = []
         for incoming, step in zip(incomings, plan.steps, strict=True):
