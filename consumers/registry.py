@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
-from consumers.approvals.app import SPEC as APPROVALS
-from consumers.courses.app import SPEC as COURSES
-from consumers.documents.app import SPEC as DOCUMENTS
-from consumers.inventory.app import SPEC as INVENTORY
-from consumers.notifications.app import SPEC as NOTIFICATIONS
-from consumers.payments.app import SPEC as PAYMENTS
+from consumers.approvals.spec import SPEC as APPROVALS
+from consumers.courses.spec import SPEC as COURSES
+from consumers.documents.spec import SPEC as DOCUMENTS
+from consumers.inventory.spec import SPEC as INVENTORY
+from consumers.notifications.spec import SPEC as NOTIFICATIONS
+from consumers.payments.spec import SPEC as PAYMENTS
 from consumers.runtime import WorkerSpec, build_worker
 from consumers.settings import WorkerSettings
-from consumers.shipping.app import SPEC as SHIPPING
+from consumers.shipping.spec import SPEC as SHIPPING
 from sagaline.settings import Settings
 
 _SPECS = (PAYMENTS, INVENTORY, SHIPPING, COURSES, NOTIFICATIONS, DOCUMENTS, APPROVALS)

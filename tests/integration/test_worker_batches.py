@@ -18,13 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.inventory import tables as inv
-from consumers.inventory.app import SPEC as INVENTORY
+from consumers.inventory.spec import SPEC as INVENTORY
 from consumers.inventory.handlers import seed_stock, stock_levels
 from consumers.payments import rules as pay_rules
 from consumers.payments import tables as pay
-from consumers.payments.app import SPEC as PAYMENTS
+from consumers.payments.spec import SPEC as PAYMENTS
 from consumers.runtime import WorkerProcess
-from consumers.shipping.app import SPEC as SHIPPING
+from consumers.shipping.spec import SPEC as SHIPPING
 from consumers.testing import offline_worker
 from contracts import order as o
 from contracts.base import Command

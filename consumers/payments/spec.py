@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from faststream.asgi import AsgiFastStream
-
 from consumers.payments import tables
 from consumers.payments.handlers import make_handlers
-from consumers.runtime import WorkerSpec, build_worker
-from consumers.settings import WorkerSettings
+from consumers.runtime import WorkerSpec
 from contracts.routes import WORKER_COMMANDS
-from sagaline.settings import Settings
 
 SPEC = WorkerSpec(
     name="payments",
@@ -20,7 +16,3 @@ SPEC = WorkerSpec(
     make_handlers=make_handlers,
     description="charges and refunds orders (ProcessPayment, RefundPayment)",
 )
-
-
-def build_app(settings: Settings, config: WorkerSettings | None = None) -> AsgiFastStream:
-    return build_worker(SPEC, settings, config)

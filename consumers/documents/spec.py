@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from faststream.asgi import AsgiFastStream
-
 from consumers.documents import tables
 from consumers.documents.handlers import make_handlers
-from consumers.runtime import WorkerSpec, build_worker
-from consumers.settings import WorkerSettings
+from consumers.runtime import WorkerSpec
 from contracts.routes import WORKER_COMMANDS
-from sagaline.settings import Settings
 
 SPEC = WorkerSpec(
     name="documents",
@@ -23,7 +19,3 @@ SPEC = WorkerSpec(
         "(GenerateDraft, GenerateFinal, FileDocument, UpdateMasterIndex and their undos)"
     ),
 )
-
-
-def build_app(settings: Settings, config: WorkerSettings | None = None) -> AsgiFastStream:
-    return build_worker(SPEC, settings, config)
