@@ -9,8 +9,9 @@ broker confirmed the copy.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +34,17 @@ from contracts.topology import (
 SCAN_LIMIT = 10_000
 """Most messages one command reads from a parking queue (protects the operator's terminal)."""
 
-_BROKER_REASONS = {"delivery_limit": ParkReason.DELIVERY_LIMIT.value}
+ENVELOPE_PARSE_LIMIT = 65_536
+"""Largest body whose JSON envelope is read for ids: envelopes are small, and a scan of
+SCAN_LIMIT messages must not parse gigabytes. Larger bodies show only their AMQP properties."""
+
+_ID_CHARS = 200
+
+# x-death reasons spelled as our own reasons; others ("expired", "maxlen") show as they come.
+_BROKER_REASONS = {
+    "delivery_limit": ParkReason.DELIVERY_LIMIT.value,
+    "rejected": ParkReason.REJECTED.value,
+}
 _DROPPED = frozenset(
     {
         "x-death",
@@ -104,22 +115,15 @@ class Selection:
 
 def describe(message: AbstractIncomingMessage, position: int) -> ParkedMessage:
     headers = message.headers or {}
-    deaths = headers.get("x-death") or []
-    # RabbitMQ keeps the most recent dead-lettering first: that is the one that parked it (an
-    # older entry may be the retry queue's TTL expiry that brought it back to the work queue).
-    latest: Any = deaths[0] if isinstance(deaths, list) and deaths else {}
-    death: dict[str, Any] = latest if isinstance(latest, dict) else {}
-    reason = headers.get(H_REASON)
-    if reason is None:
-        broker_reason = str(death.get("reason", "unknown"))
-        reason = _BROKER_REASONS.get(broker_reason, broker_reason)
-    original = headers.get(H_ORIGINAL_QUEUE) or death.get("queue")
+    death = _latest_death(headers)
+    envelope = _envelope_ids(message.body)
+    original = _parked_from(headers, death)
     return ParkedMessage(
         position=position,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        message_type=message.type,
-        reason=str(reason),
+        message_id=message.message_id or envelope.get("message_id"),
+        correlation_id=message.correlation_id or envelope.get("correlation_id"),
+        message_type=message.type or envelope.get("type"),
+        reason=_reason(headers, death),
         original_queue=str(original) if original else None,
         attempts=_int(headers.get(H_ATTEMPT, death.get("count", 0))),
         replays=_int(headers.get(H_REPLAY_COUNT, 0)),
@@ -128,6 +132,54 @@ def describe(message: AbstractIncomingMessage, position: int) -> ParkedMessage:
         error=_text(headers.get(H_ERROR)),
         size=len(message.body),
     )
+
+
+def _latest_death(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The broker's record of the dead-lettering that parked the message, or {} if it did not.
+
+    RabbitMQ keeps the most recent dead-lettering first: that is the one that parked it (an
+    older entry may be the retry queue's TTL expiry that brought it back to the work queue).
+    """
+    deaths = headers.get("x-death") or []
+    latest: Any = deaths[0] if isinstance(deaths, list) and deaths else {}
+    return latest if isinstance(latest, dict) else {}
+
+
+def _reason(headers: Mapping[str, Any], death: Mapping[str, Any]) -> str:
+    # Our own parked copies drop x-death, so one that carries it was dead-lettered by the
+    # broker, and the broker's reason is the truth: an x-sagaline-reason header on it came with
+    # the original message and may have been forged by its publisher.
+    if "reason" in death:
+        broker_reason = str(death["reason"])
+        return _BROKER_REASONS.get(broker_reason, broker_reason)
+    return str(headers.get(H_REASON, "unknown"))
+
+
+def _parked_from(headers: Mapping[str, Any], death: Mapping[str, Any]) -> Any:
+    # Same distrust as _reason: where the broker took the message from is where a replay
+    # belongs, not wherever a publisher's header points.
+    return death.get("queue") or headers.get(H_ORIGINAL_QUEUE)
+
+
+def _envelope_ids(body: bytes) -> dict[str, str]:
+    """The ids and type from the JSON envelope, for publishers that set no AMQP properties.
+
+    Parked bodies are often the reason they were parked (not JSON, not an object, huge, nested
+    beyond the parser's depth), so anything unexpected yields nothing rather than an error.
+    """
+    if len(body) > ENVELOPE_PARSE_LIMIT:
+        return {}
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        field: value[:_ID_CHARS]
+        for field in ("message_id", "correlation_id", "type")
+        if isinstance(value := document.get(field), str) and value
+    }
 
 
 class ParkingQueues:

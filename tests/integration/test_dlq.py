@@ -6,7 +6,9 @@ workers: messages parked for several reasons are counted, shown without loss, re
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import aio_pika
 import pytest
@@ -14,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
 from contracts.envelope import new_envelope
-from contracts.topology import ORCHESTRATOR
+from contracts.topology import H_ORIGINAL_QUEUE, H_REASON, ORCHESTRATOR
+from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.publish import CONTENT_TYPE, publish_envelope
 from sagaline.settings import Settings
 from tests.integration.test_admin import (
@@ -190,3 +193,41 @@ async def test_purge_removes_only_what_was_chosen(stack: Stack) -> None:
     missing = await cli(settings, "dlq", "replay", "orchestrator", "--id", order[0])
     assert missing.exit_code == 1
     assert f"not parked in {settings.topology.parking_queue(ORCHESTRATOR)}" in missing.stderr
+
+
+async def test_envelope_ids_and_the_broker_reason_of_a_rejected_message(stack: Stack) -> None:
+    """A publisher that sets the ids only in the envelope and forges our parking headers; the
+    broker dead-letters the message on a reject. `dlq show` reads the ids from the envelope and
+    the reason and origin from the broker's x-death, not from the forged headers."""
+    settings = stack.settings
+    topology = settings.topology
+    ids = {"message_id": str(uuid.uuid4()), "correlation_id": str(uuid.uuid4())}
+    body = json.dumps(ids | {"type": "OrderSubmitted", "payload": {}}).encode()
+    forged: dict[str, Any] = {H_REASON: "retries-exhausted", H_ORIGINAL_QUEUE: "somewhere.else"}
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        work = await declare_consumer(channel, topology, "payments", [])
+        await channel.default_exchange.publish(
+            aio_pika.Message(body, content_type=CONTENT_TYPE, headers=forged),
+            routing_key=work.name,
+        )
+        async with asyncio.timeout(10):
+            taken = await work.get(no_ack=False)
+        await taken.reject(requeue=False)
+    finally:
+        await connection.close()
+    await wait_parked(settings, "payments", 1)
+
+    (parked,) = (await cli_json(settings, "dlq", "show", "payments"))["messages"]
+    assert (parked["correlation_id"], parked["message_type"]) == (
+        ids["correlation_id"],
+        "OrderSubmitted",
+    )
+    # aiormq gives every message it publishes a random message id property, and a property
+    # wins over the envelope (the unit tests cover a publisher that sets none).
+    assert parked["message_id"] == taken.message_id != ids["message_id"]
+    assert (parked["reason"], parked["original_queue"]) == ("rejected", work.name)
+    listing = await cli_json(settings, "dlq", "list")
+    (payments,) = [q for q in listing["queues"] if q["queue"] == topology.parking_queue("payments")]
+    assert payments["reasons"] == {"rejected": 1}
