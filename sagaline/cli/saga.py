@@ -308,7 +308,7 @@ def _print_view(view: SagaView) -> None:
             table.add_row(t.name, _when(t.due_at))
         console.print(table)
     if view.compensations:
-        table = _table("compensations (undone from the top)")
+        table = _table(_compensations_title(view))
         table.add_column("command")
         table.add_column("confirmed by")
         for entry in reversed(view.compensations):
@@ -317,6 +317,24 @@ def _print_view(view: SagaView) -> None:
     console.print(_history_table(view))
     console.print("[bold]data[/]")
     console.print_json(json.dumps(view.data, default=str))
+
+
+def _compensations_title(view: SagaView) -> str:
+    """The stack is what *would* be undone; only a compensating saga (or one whose compensation
+    failed) has undone or is undoing it. Labelled plainly, a completed order's stack reads as
+    if its payment had been refunded."""
+    from orchestrator.workflows import WORKFLOWS
+
+    s = view.summary
+    machine = WORKFLOWS.get(s.workflow)
+    compensated = view.compensation_target is not None or (
+        machine is not None and s.state in (machine.compensating, machine.compensation_failed)
+    )
+    if compensated:
+        return "compensations (undone from the top)"
+    if s.finished_at is not None:
+        return f"compensations registered (not run: the saga ended {s.state})"
+    return "compensations registered (undone from the top if the saga compensates)"
 
 
 def _history_table(view: SagaView) -> Table:
@@ -343,7 +361,14 @@ def _console() -> Console:
 
 
 def _table(title: str) -> Table:
-    return Table(title=f"[bold]{title}[/]", title_justify="left", box=box.SIMPLE_HEAD)
+    # At least as wide as its title: rich wraps a title to the table's width, and a narrow
+    # table (two short columns) would break a long title over lines.
+    return Table(
+        title=f"[bold]{title}[/]",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        min_width=len(title),
+    )
 
 
 def _when(value: datetime | None) -> str:

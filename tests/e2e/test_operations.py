@@ -183,6 +183,11 @@ async def test_stuck_saga_found_fixed_and_completed_once(
 
     await wait_for(completed, within=90.0)
     assert await charges(settings, shown["data"]["order_id"]) == 1
+    # The completed order keeps its stack of compensations, which never ran: said so, lest it
+    # read as if the payment had been refunded.
+    done = sagaline(settings, "saga", "show", str(saga_id))
+    assert "compensations registered (not run: the saga ended completed)" in done.stdout
+    assert "(undone from the top)" not in done.stdout
 
     after = metrics(system)
     for source, target in (

@@ -7,6 +7,7 @@ these tests pin the command line itself; tests/integration and tests/e2e run the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -359,11 +360,12 @@ def view() -> SagaView:
 class FakeAdmin:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.shown = view()
 
     async def show(self, ref: str) -> SagaView:
         if ref not in ("order-1", str(SAGA_ID)):
             raise SagaNotFound(f"no saga with id or business key {ref!r}")
-        return view()
+        return self.shown
 
     async def list(self, **filters: Any) -> list[SagaSummary]:
         self.calls.append(("list", filters))
@@ -430,6 +432,41 @@ def test_saga_show_human(runner: CliRunner, admin: FakeAdmin) -> None:
     assert result.exit_code == 0, result.stderr
     for text in ("awaiting_payment", str(COMMAND_ID), "step-timeout", "OrderSubmitted", "2h00m"):
         assert text in result.stdout
+
+
+REGISTERED = [
+    {"command": "RefundPayment", "confirmed_by": "PaymentRefunded"},
+    {"command": "ReleaseInventory", "confirmed_by": "InventoryReleased"},
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "finished", "target", "title"),
+    [
+        ("completed", True, None, "compensations registered (not run: the saga ended completed)"),
+        ("aborted", True, None, "compensations registered (not run: the saga ended aborted)"),
+        ("compensating", False, "failed", "compensations (undone from the top)"),
+        ("compensation_failed", True, "failed", "compensations (undone from the top)"),
+        ("awaiting_shipping", False, None, "(undone from the top if the saga compensates)"),
+    ],
+)
+def test_saga_show_labels_the_compensation_stack_by_what_happened(
+    runner: CliRunner, admin: FakeAdmin, state: str, finished: bool, target: str | None, title: str
+) -> None:
+    """A completed order still holds its stack of compensations; labelled as undone, it read
+    as if the payment had been refunded."""
+    summary = dataclasses.replace(
+        admin.shown.summary, state=state, finished_at=AT if finished else None
+    )
+    admin.shown = dataclasses.replace(
+        admin.shown, summary=summary, compensation_target=target, compensations=REGISTERED
+    )
+    result = invoke(runner, "saga", "show", "order-1")
+    assert result.exit_code == 0, result.stderr
+    assert title in result.stdout
+    assert "RefundPayment" in result.stdout
+    if target is None:
+        assert "compensations (undone from the top)" not in result.stdout
 
 
 def test_saga_show_unknown_is_one_line(runner: CliRunner, admin: FakeAdmin) -> None:
