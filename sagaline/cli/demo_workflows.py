@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.console import RenderableType
 
-from sagaline.cli import common
+from sagaline.cli import common, demo_tables
 from sagaline.cli.checks import check_broker, check_database
 from sagaline.cli.output import CliError, print_json, stderr, stdout
 
@@ -39,7 +41,7 @@ def enrollment(
     result = common.run(
         _checked(settings, demo.run(settings, scenario, wait_seconds=timeout, on_step=_step))
     )
-    _finish(result.summary(), result.ok, json_output)
+    _finish(result.summary(), result.ok, json_output, lambda: demo_tables.enrollment_view(result))
 
 
 def documents(
@@ -55,7 +57,7 @@ def documents(
     result = common.run(
         _checked(settings, demo.run(settings, scenario, wait_seconds=timeout, on_step=_step))
     )
-    _finish(result.summary(), result.ok, json_output)
+    _finish(result.summary(), result.ok, json_output, lambda: demo_tables.documents_view(result))
 
 
 async def _checked(settings: Any, coro: Any) -> Any:
@@ -69,7 +71,8 @@ async def _checked(settings: Any, coro: Any) -> Any:
 
 
 def _tag() -> str:
-    return "demo-" + uuid.uuid4().hex[:8]
+    # The demos put their own "demo-" in front of every id they build from the tag.
+    return uuid.uuid4().hex[:8]
 
 
 def _step(text: str) -> None:
@@ -77,11 +80,12 @@ def _step(text: str) -> None:
     stderr().print(f"[dim]·[/] {text}", soft_wrap=True)
 
 
-def _finish(summary: dict[str, Any], ok: bool, json_output: bool) -> None:
+def _finish(
+    summary: dict[str, Any], ok: bool, json_output: bool, view: Callable[[], RenderableType]
+) -> None:
     if json_output:
         print_json(summary)
     else:
-        for key, value in summary.items():
-            stdout().print(f"{key}: {value}", soft_wrap=True)
+        stdout().print(view())
     if not ok:
         raise CliError("not every saga reached its expected final state", exit_code=1)

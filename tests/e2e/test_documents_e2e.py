@@ -23,12 +23,15 @@ from contracts import documents as d
 from contracts.envelope import new_envelope
 from orchestrator.documents_lookup import DocumentSaga, answer_for
 from orchestrator.store.tables import instances
+from sagaline.cli.demo_tables import documents_view
 from sagaline.db import create_engine
 from sagaline.demos import documents as demo
 from sagaline.messaging.publish import publish_envelope
 from sagaline.service import confirm_channel, connect_amqp
 from sagaline.settings import Settings
 from tests.e2e.conftest import Process, System, _free_port
+from tests.unit.test_demo_tables import row_of
+from tests.unit.test_demo_tables import text as as_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -307,3 +310,7 @@ async def test_the_document_demo_answers_its_own_approvals(
 
     assert result.ok, result.summary()
     assert result.answers == sum(len(doc.roles) for doc in scenario.documents)
+    # What `sagaline demo documents` prints for this real run.
+    shown = as_text(documents_view(result))
+    assert row_of(shown, "rejected-by-dba")[3:] == ["rejected 1", "rejected 1", "0"]
+    assert "✓ every saga ended as predicted" in shown

@@ -20,12 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.enrollment import EnrollmentRequested
 from contracts.envelope import Envelope, new_envelope
+from sagaline.cli.demo_tables import enrollment_view
 from sagaline.db import create_engine
 from sagaline.demos.enrollment import build_scenario
 from sagaline.demos.enrollment import run as run_demo
 from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
 from tests.e2e.conftest import System
+from tests.unit.test_demo_tables import row_of
+from tests.unit.test_demo_tables import text as as_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -254,4 +257,8 @@ async def test_the_enrollment_demo_runs_as_predicted(system: System, settings: S
     assert result.ok, result.problems or "timed out"
     assert steps == ["seeded 3 courses", f"published {len(scenario.requests)} requests"]
     assert Counter(result.states.values()) == {"completed": 3, "failed": 5 + 2 + 2}
+    # What `sagaline demo enrollment` prints for this real run.
+    shown = as_text(enrollment_view(result))
+    assert row_of(shown, "race")[1:4] == ["8", "completed 3, failed 5", "completed 3, failed 5"]
+    assert "✓ every saga ended as predicted" in shown
     assert_alive(system)
