@@ -33,6 +33,7 @@ from sagaline.messaging.batching import (
 )
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import DeliveryHandler, Process
+from sagaline.messaging.link_log import LinkLog
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options, broker_security
 
@@ -96,6 +97,7 @@ def build_service(
     sagaline.messaging.batching.QueueBatches), which uses `resources.handler` for parking and
     for handling a failed batch's messages one by one; the FastStream broker publishes."""
     registry = CollectorRegistry()
+    link = LinkLog(consumer)
     broker = RabbitBroker(
         settings.amqp_url,
         security=broker_security(settings),
@@ -106,6 +108,7 @@ def build_service(
             RabbitPrometheusMiddleware(registry=registry, app_name=f"sagaline-{consumer}"),
         ],
         log_level=logging.DEBUG,
+        **link.broker_callbacks("faststream"),
     )
     resources = Resources(settings=settings, broker=broker, registry=registry)
     topology = settings.topology
@@ -114,6 +117,7 @@ def build_service(
     async def startup() -> None:
         resources.engine = create_engine(settings)
         resources.connection = await connect_amqp(settings)
+        link.watch(resources.connection, "sagaline")
         resources.channel = await confirm_channel(resources.connection)
         await declare_consumer(resources.channel, topology, consumer, bindings(topology))
         if prepare is not None:
