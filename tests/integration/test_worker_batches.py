@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.inventory import tables as inv
-from consumers.inventory.spec import SPEC as INVENTORY
 from consumers.inventory.handlers import seed_stock, stock_levels
+from consumers.inventory.spec import SPEC as INVENTORY
 from consumers.payments import rules as pay_rules
 from consumers.payments import tables as pay
 from consumers.payments.spec import SPEC as PAYMENTS
