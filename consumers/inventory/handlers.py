@@ -29,8 +29,6 @@ from contracts.order import (
     ReserveInventory,
 )
 
-_BY_SKU = stock.c.sku.collate("C")
-
 # Move quantity between on_hand and reserved; `delta` > 0 reserves, < 0 releases. Both columns
 # change in one statement, so on_hand + reserved is conserved by construction.
 _MOVE = (
@@ -44,18 +42,26 @@ _MOVE = (
 
 
 _ORDER_STATUS = select(orders.c.status).where(orders.c.order_id == bindparam("order_id"))
-# Locks the existing stock rows of some skus, in lock order.
-_LOCK_STOCK = (
-    select(stock.c.sku, stock.c.on_hand)
-    .where(stock.c.sku.in_(bindparam("skus", expanding=True)))
-    .order_by(_BY_SKU)
-    .with_for_update()
+
+# Reads by an array of keys probe the primary key once per key: a LATERAL subquery that cannot be
+# flattened into a join (OFFSET 0, or FOR UPDATE) is a nested loop over the array whatever the
+# planner knows. With `IN (...)` of 64 keys, a planner without statistics (tables never analyzed)
+# prefers one sequential scan of the whole table, and a prepared statement keeps that plan. Keys
+# passed must be distinct (each is one probe).
+
+# Locks the existing stock rows of some skus, in lock order: the loop locks them in the order of
+# the array, so callers pass the skus sorted (Python's order, which is COLLATE "C").
+_LOCK_STOCK = text(
+    "SELECT s.sku, s.on_hand FROM unnest(CAST(:skus AS text[])) AS k(sku) CROSS JOIN LATERAL"
+    f" (SELECT sku, on_hand FROM {SCHEMA}.stock WHERE sku = k.sku FOR UPDATE) AS s"
 )
 
 
 # The batch forms of a batch of reservations: one statement each for all of its orders.
-_ORDER_STATUSES = select(orders.c.order_id, orders.c.status).where(
-    orders.c.order_id.in_(bindparam("order_ids", expanding=True))
+_ORDER_STATUSES = text(
+    "SELECT o.order_id, o.status FROM unnest(CAST(:order_ids AS text[])) AS k(order_id)"
+    f" CROSS JOIN LATERAL (SELECT order_id, status FROM {SCHEMA}.orders"
+    " WHERE order_id = k.order_id OFFSET 0) AS o"
 )
 _NEW_ORDERS = text(
     f"INSERT INTO {SCHEMA}.orders (order_id, saga_id, status)"
@@ -67,11 +73,16 @@ _NEW_RESERVATIONS = text(
     " SELECT * FROM unnest(CAST(:order_ids AS text[]), CAST(:skus AS text[]),"
     " CAST(:quantities AS int[]))"
 )
+# An UPDATE's target cannot be driven by a LATERAL subquery: its rows are found by one (already
+# locked by lock_stock; FOR UPDATE keeps each ctid current either way) and updated by ctid, a TID
+# scan, where a join with unnest was planned as a hash join over a sequential scan of all stock.
 _MOVE_MANY = text(
     f"UPDATE {SCHEMA}.stock AS s SET on_hand = s.on_hand - m.delta,"
     " reserved = s.reserved + m.delta"
     " FROM unnest(CAST(:skus AS text[]), CAST(:deltas AS int[])) AS m(sku, delta)"
-    " WHERE s.sku = m.sku"
+    " WHERE s.sku = m.sku AND s.ctid = ANY(ARRAY("
+    " SELECT r.ctid FROM unnest(CAST(:skus AS text[])) AS k(sku) CROSS JOIN LATERAL"
+    f" (SELECT ctid FROM {SCHEMA}.stock WHERE sku = k.sku FOR UPDATE) AS r))"
 )
 
 
@@ -82,7 +93,7 @@ async def order_status(conn: AsyncConnection, order_id: str) -> rules.OrderStatu
 
 async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
     """Lock the existing rows of these skus (in lock order); their on_hand by sku."""
-    rows = await conn.execute(_LOCK_STOCK, {"skus": list(skus)})
+    rows = await conn.execute(_LOCK_STOCK, {"skus": sorted(set(skus))})
     return {sku: on_hand for sku, on_hand in rows}
 
 
@@ -102,7 +113,7 @@ async def reserve_inventory(
     statuses = {
         order_id: rules.OrderStatus(status)
         for order_id, status in await conn.execute(
-            _ORDER_STATUSES, {"order_ids": [command.order_id for command in commands]}
+            _ORDER_STATUSES, {"order_ids": sorted({command.order_id for command in commands})}
         )
     }
     requested = [rules.requested_quantities(command.lines) for command in commands]

@@ -34,11 +34,25 @@ ON CONFLICT DO NOTHING
 RETURNING message_id
 """
 
+# Statements that find rows by an array of keys probe the key's index once per element: a
+# LATERAL subquery that cannot be flattened (OFFSET 0, or FOR UPDATE) is always a nested loop
+# over the array. `= ANY($1)` or a join with unnest leaves the access path to the planner, which
+# on tables never analyzed (autovacuum off, a bulk load, a fresh deploy) estimates 64 index
+# probes dearer than one sequential scan, and keeps that choice in the generic plan of a
+# prepared statement long after the table grew. The keys arm keeps the cross product of
+# workflows and keys (a saga matching both is returned once: its id is not in $1).
 _LOAD = """
-SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at
-FROM saga.instances
-WHERE id = ANY($1::uuid[])
-   OR (business_key = ANY($2::text[]) AND workflow = ANY($3::text[]))
+SELECT i.* FROM unnest($1::uuid[]) AS k(id)
+CROSS JOIN LATERAL (
+    SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at
+    FROM saga.instances WHERE id = k.id OFFSET 0) AS i
+UNION ALL
+SELECT i.* FROM unnest($3::text[]) AS w(workflow) CROSS JOIN unnest($2::text[]) AS k(business_key)
+CROSS JOIN LATERAL (
+    SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at
+    FROM saga.instances
+    WHERE workflow = w.workflow AND business_key = k.business_key AND NOT id = ANY($1::uuid[])
+    OFFSET 0) AS i
 """
 
 _INSERT = """
@@ -92,21 +106,34 @@ ON CONFLICT (saga_id, name) DO UPDATE
 SET message_id = excluded.message_id, due_at = excluded.due_at
 """
 
+# A DELETE's target cannot be driven by a LATERAL subquery, so the rows are found by one (one
+# index probe per key, locking each row as the DELETE would) and deleted by their ctid: a TID
+# scan on any table past a few pages, statistics or not. The lock keeps each ctid current.
 _TIMERS_CANCEL = """
-DELETE FROM saga.timers AS t
-USING unnest($1::uuid[], $2::text[]) AS c(saga_id, name)
-WHERE t.saga_id = c.saga_id AND t.name = c.name
+DELETE FROM saga.timers
+WHERE ctid = ANY(ARRAY(
+    SELECT t.ctid FROM unnest($1::uuid[], $2::text[]) AS c(saga_id, name)
+    CROSS JOIN LATERAL (
+        SELECT ctid FROM saga.timers WHERE saga_id = c.saga_id AND name = c.name FOR UPDATE
+    ) AS t))
 """
 
-_TIMERS_FINISHED = "DELETE FROM saga.timers WHERE saga_id = ANY($1::uuid[])"
+_TIMERS_FINISHED = """
+DELETE FROM saga.timers
+WHERE ctid = ANY(ARRAY(
+    SELECT t.ctid FROM unnest($1::uuid[]) AS f(saga_id)
+    CROSS JOIN LATERAL (SELECT ctid FROM saga.timers WHERE saga_id = f.saga_id FOR UPDATE) AS t))
+"""
 
 _INBOX_FORGET = "DELETE FROM saga.inbox WHERE message_id = ANY($1::uuid[])"
 
+# `ctid = ANY(ARRAY(...))` is a TID scan; `ctid IN (subquery)` was planned as a hash join over
+# a sequential scan of every timer.
 CLAIM_DUE_TIMERS = """
 DELETE FROM saga.timers
-WHERE ctid IN (
+WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM saga.timers WHERE due_at <= $1
-    ORDER BY due_at, saga_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+    ORDER BY due_at, saga_id LIMIT $2 FOR UPDATE SKIP LOCKED))
 RETURNING saga_id, name, message_id, due_at
 """
 
@@ -143,7 +170,7 @@ async def load(
     rows = await conn.fetch(
         _LOAD,
         list(saga_ids),
-        [k for _, k in keys],
+        sorted({k for _, k in keys}),  # distinct: each key is one probe per workflow
         sorted({w for w, _ in keys}),
     )
     snapshots = {}
