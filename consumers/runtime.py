@@ -36,7 +36,6 @@ from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
 from contracts.registry import reply_types
 from contracts.topology import (
-    H_ATTEMPT,
     H_CAUSATION_ID,
     H_SCHEMA_VERSION,
     ORCHESTRATOR,
@@ -45,7 +44,7 @@ from contracts.topology import (
 )
 from sagaline.faults import crash_point
 from sagaline.messaging.declare import declare_consumer
-from sagaline.messaging.delivery import Process
+from sagaline.messaging.delivery import Process, attempt_header
 from sagaline.messaging.errors import PermanentMessageError, ReportableError
 from sagaline.messaging.publish import CONTENT_TYPE
 from sagaline.service import Background, Resources, build_service, consume_in_batches
@@ -333,5 +332,4 @@ async def declare_reply_destination(resources: Resources) -> None:
 
 def attempt_of(delivery: AbstractIncomingMessage) -> int:
     """1 for the first delivery; retried copies carry the number of failed attempts so far."""
-    value = (delivery.headers or {}).get(H_ATTEMPT, 0)
-    return value + 1 if isinstance(value, int) and value >= 0 else 1
+    return attempt_header(delivery.headers) + 1

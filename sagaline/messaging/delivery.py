@@ -142,14 +142,7 @@ class DeliveryHandler:
             | {"error": summary, "attempt": attempt + 1, "delay_ms": delays[attempt]},
         )
         headers = self._failure_headers(delivery, summary, attempt + 1)
-        try:
-            await self.channel.default_exchange.publish(_copy(delivery, headers), routing_key=queue)
-        except Exception as publish_error:
-            if self.channel.is_closed:
-                raise  # broker trouble: the guard gives the delivery back
-            await self._dead_letter(delivery, publish_error)
-            return
-        await delivery.ack()
+        await self._move(delivery, headers, "", queue)
 
     async def park(
         self,
@@ -165,14 +158,33 @@ class DeliveryHandler:
         )
         headers = self._failure_headers(delivery, summary, attempt_header(delivery.headers) + 1)
         headers[H_REASON] = str(reason)
+        await self._move(
+            delivery,
+            headers,
+            self.topology.parking_exchange,
+            self.topology.work_queue(self.consumer),
+        )
+
+    async def _move(
+        self,
+        delivery: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        exchange_name: str,
+        routing_key: str,
+    ) -> None:
+        """Publish a copy (retry or parking) with a confirm, then ack the original. A copy that
+        fails on a healthy channel dead-letters the original instead; a closed channel is
+        broker trouble, raised for the guard to give the delivery back."""
         try:
-            exchange = await self.channel.get_exchange(self.topology.parking_exchange, ensure=False)
-            await exchange.publish(
-                _copy(delivery, headers), routing_key=self.topology.work_queue(self.consumer)
+            exchange = (
+                self.channel.default_exchange
+                if not exchange_name
+                else await self.channel.get_exchange(exchange_name, ensure=False)
             )
+            await exchange.publish(_copy(delivery, headers), routing_key=routing_key)
         except Exception as publish_error:
             if self.channel.is_closed:
-                raise  # broker trouble: the guard gives the delivery back
+                raise
             await self._dead_letter(delivery, publish_error)
             return
         await delivery.ack()
