@@ -22,6 +22,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && pip install -r /tmp/requirements.txt
 
 COPY sagaline ./sagaline
+COPY sagaline_tools ./sagaline_tools
 COPY orchestrator ./orchestrator
 COPY consumers ./consumers
 COPY contracts ./contracts
@@ -29,7 +30,7 @@ COPY migrations ./migrations
 # A regular (not editable) install: the final image needs no source tree.
 # The import check runs from / so that it sees the installed packages, not /src.
 RUN pip install --no-deps . \
- && cd / && python -c "import sagaline.cli, orchestrator, consumers, contracts, migrations"
+ && cd / && python -c "import sagaline_tools.cli, orchestrator, consumers, contracts, migrations"
 
 # --- final: slim runtime, non-root -----------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

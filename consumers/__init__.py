@@ -5,7 +5,8 @@ Every worker has the same shape (consumers.runtime.WorkerSpec) and runs as its o
 """
 
 from consumers.registry import WORKERS, build_app
-from consumers.runtime import WorkerSpec, build_worker
+from consumers.runtime import WorkerSpec
+from consumers.service import build_worker
 from consumers.settings import WorkerSettings
 
 __all__ = ["WORKERS", "WorkerSettings", "WorkerSpec", "build_app", "build_worker"]

@@ -10,7 +10,8 @@ from consumers.documents.spec import SPEC as DOCUMENTS
 from consumers.inventory.spec import SPEC as INVENTORY
 from consumers.notifications.spec import SPEC as NOTIFICATIONS
 from consumers.payments.spec import SPEC as PAYMENTS
-from consumers.runtime import WorkerSpec, build_worker
+from consumers.runtime import WorkerSpec
+from consumers.service import build_worker
 from consumers.settings import WorkerSettings
 from consumers.shipping.spec import SPEC as SHIPPING
 from sagaline.settings import Settings

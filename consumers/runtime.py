@@ -23,8 +23,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import DeliveryError, PublishError
-from faststream.asgi import AsgiFastStream
-from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
+from faststream.rabbit import RabbitBroker, RabbitExchange
 from prometheus_client import Counter
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -34,21 +33,16 @@ from consumers.inbox import StoredReply, claim_batch, reply_envelope, store_repl
 from consumers.settings import WorkerSettings
 from contracts.base import Command, ReplyEvent
 from contracts.envelope import Envelope
-from contracts.registry import reply_types
 from contracts.topology import (
     H_CAUSATION_ID,
     H_SCHEMA_VERSION,
-    ORCHESTRATOR,
     ParkReason,
     Topology,
 )
 from sagaline.faults import crash_point
-from sagaline.messaging.declare import declare_consumer
-from sagaline.messaging.delivery import Process, attempt_header
+from sagaline.messaging.delivery import attempt_header
 from sagaline.messaging.errors import PermanentMessageError, ReportableError
 from sagaline.messaging.publish import CONTENT_TYPE
-from sagaline.service import Background, Resources, build_service, consume_in_batches
-from sagaline.settings import Settings
 
 log = logging.getLogger("consumers.runtime")
 
@@ -264,70 +258,6 @@ async def publish_reply(broker: RabbitBroker, events: RabbitExchange, reply: Sto
         # nacked. The reply stays stored: a retry or a replay publishes it without redoing work.
         how = "returned as unroutable" if isinstance(exc, PublishError) else "not confirmed"
         raise ReplyNotDelivered(f"reply {header.type} to {events.name} was {how}") from exc
-
-
-def build_worker(
-    spec: WorkerSpec, settings: Settings, config: WorkerSettings | None = None
-) -> AsgiFastStream:
-    """The worker's app; `config` defaults to WorkerSettings() read from the environment."""
-    config = config if config is not None else WorkerSettings()
-    handlers = spec.handlers(config)
-    faults = FaultSwitch(frozenset(config.fail_commands))
-
-    processes: list[WorkerProcess] = []
-
-    def make_process(resources: Resources) -> Process:
-        if faults.active:
-            log.warning(
-                "FAULT INJECTION ACTIVE: these commands always fail",
-                extra={"consumer": spec.name, "fail_commands": sorted(faults.fail_commands)},
-            )
-        events = RabbitExchange(
-            resources.topology.events_exchange,
-            type=ExchangeType.TOPIC,
-            durable=True,
-            declare=False,  # declared with the consumer's queues at start-up
-        )
-        handled = Counter(
-            "sagaline_commands_handled_total",
-            "Commands handled and answered; duplicate=true when the stored reply was re-sent.",
-            ["command", "reply", "duplicate"],
-            registry=resources.registry,
-        )
-        processes.append(
-            WorkerProcess(
-                spec, handlers, resources.engine, resources.broker, events, faults, handled
-            )
-        )
-        return processes[-1]
-
-    def make_background(resources: Resources) -> Sequence[Background]:
-        from consumers.batch import WorkerBatch  # it builds on this module
-
-        return [
-            consume_in_batches(resources, spec.name, WorkerBatch(processes[-1], resources.handler))
-        ]
-
-    return build_service(
-        settings,
-        spec.name,
-        spec.bindings,
-        make_process,
-        make_background,
-        prepare=declare_reply_destination,
-    )
-
-
-async def declare_reply_destination(resources: Resources) -> None:
-    """Declare the orchestrator's queue bound to every reply type, as the orchestrator does.
-
-    Replies are published with `mandatory`: without this, a worker that starts (and answers)
-    before the orchestrator ever ran would see its replies returned as unroutable. Declaring
-    is idempotent and the arguments come from the same contracts, so both sides agree.
-    """
-    topology = resources.topology
-    replies = [(topology.events_exchange, t.message_type) for t in reply_types()]
-    await declare_consumer(resources.channel, topology, ORCHESTRATOR, replies)
 
 
 def attempt_of(delivery: AbstractIncomingMessage) -> int:

@@ -6,7 +6,7 @@ from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR
 from orchestrator.metrics import SagaMetrics
 from sagaline.background import BackgroundLoop
-from sagaline.dlq import ParkingQueues
+from sagaline.messaging.parking import ParkingQueues
 from sagaline.service import Resources
 
 

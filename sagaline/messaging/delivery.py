@@ -40,8 +40,7 @@ Process = Callable[[Envelope[Any], AbstractIncomingMessage], Awaitable[None]]
 MAX_ATTEMPT = 1_000
 """Our attempt header is sender input too: larger (forged) counts read as this."""
 
-# Broker bookkeeping headers that must not follow a message into a re-published copy.
-_DROPPED_HEADERS = frozenset(
+BROKER_HEADERS = frozenset(
     {
         "x-death",
         "x-delivery-count",
@@ -53,6 +52,7 @@ _DROPPED_HEADERS = frozenset(
         "x-last-death-reason",
     }
 )
+"""Broker bookkeeping headers that must not follow a message into a re-published copy."""
 
 
 @dataclass
@@ -181,7 +181,7 @@ class DeliveryHandler:
                 if not exchange_name
                 else await self.channel.get_exchange(exchange_name, ensure=False)
             )
-            await exchange.publish(_copy(delivery, headers), routing_key=routing_key)
+            await exchange.publish(republished(delivery, headers), routing_key=routing_key)
         except Exception as publish_error:
             if self.channel.is_closed:
                 raise
@@ -206,7 +206,7 @@ class DeliveryHandler:
         headers = {
             k: v
             for k, v in (delivery.headers or {}).items()
-            if k not in _DROPPED_HEADERS and _encodable(k, v)
+            if k not in BROKER_HEADERS and _encodable(k, v)
         }
         headers.setdefault(H_FIRST_FAILED_AT, now)
         headers[H_LAST_FAILED_AT] = now
@@ -216,7 +216,8 @@ class DeliveryHandler:
         return headers
 
 
-def _copy(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+def republished(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of `delivery` with `headers` (retry, parking and replay copies)."""
     return aio_pika.Message(
         body=delivery.body,
         headers=headers,
@@ -239,9 +240,14 @@ async def _requeue(delivery: AbstractIncomingMessage) -> None:
 
 
 def attempt_header(headers: dict[str, Any] | None) -> int:
-    """Failed attempts so far, from our header: only a plain integer counts, bounded to
-    0..MAX_ATTEMPT (a forged 2**63-1 must not overflow the next copy's header)."""
-    value = (headers or {}).get(H_ATTEMPT, 0)
+    """Failed attempts so far, from our header (see `bounded_count`)."""
+    return bounded_count(headers, H_ATTEMPT)
+
+
+def bounded_count(headers: dict[str, Any] | None, name: str) -> int:
+    """One of our counter headers, which any sender can forge: only a plain integer counts,
+    bounded to 0..MAX_ATTEMPT (a forged 2**63-1 must not overflow the next copy's header)."""
+    value = (headers or {}).get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int):
         return 0
     return min(max(value, 0), MAX_ATTEMPT)

@@ -41,7 +41,15 @@ def quick_run(
     amqp, database = service_urls
     out = tmp_path_factory.mktemp("bench") / "bench-results.json"
     env = {**os.environ, "AMQP_URL": amqp, "DATABASE_URL": database, "SAGALINE_DEBUG": "1"}
-    command = [sys.executable, "-m", "sagaline.cli", "bench", "--quick", "--json-out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "sagaline_tools.cli",
+        "bench",
+        "--quick",
+        "--json-out",
+        str(out),
+    ]
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:

@@ -23,12 +23,12 @@ from contracts import documents as d
 from contracts.envelope import new_envelope
 from orchestrator.documents_lookup import DocumentSaga, answer_for
 from orchestrator.store.tables import instances
-from sagaline.cli.demo_tables import documents_view
 from sagaline.db import create_engine
-from sagaline.demos import documents as demo
 from sagaline.messaging.publish import publish_envelope
 from sagaline.service import confirm_channel, connect_amqp
 from sagaline.settings import Settings
+from sagaline_tools.cli.demo_tables import documents_view
+from sagaline_tools.demos import documents as demo
 from tests.e2e.conftest import Process, System, _free_port
 from tests.unit.test_demo_tables import row_of
 from tests.unit.test_demo_tables import text as as_text

@@ -20,12 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.enrollment import EnrollmentRequested
 from contracts.envelope import Envelope, new_envelope
-from sagaline.cli.demo_tables import enrollment_view
 from sagaline.db import create_engine
-from sagaline.demos.enrollment import build_scenario
-from sagaline.demos.enrollment import run as run_demo
 from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
+from sagaline_tools.cli.demo_tables import enrollment_view
+from sagaline_tools.demos.enrollment import build_scenario
+from sagaline_tools.demos.enrollment import run as run_demo
 from tests.e2e.conftest import System
 from tests.unit.test_demo_tables import row_of
 from tests.unit.test_demo_tables import text as as_text

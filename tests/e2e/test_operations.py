@@ -42,7 +42,7 @@ def sagaline(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
         "USER": "ops-e2e",
     }
     return subprocess.run(
-        [sys.executable, "-m", "sagaline.cli", *args],
+        [sys.executable, "-m", "sagaline_tools.cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from consumers.inbox import reply_message_id
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR, Topology
-from sagaline.dlq import ParkingQueues
+from sagaline.messaging.parking import ParkingQueues
 from sagaline.settings import Settings
 from tests.faults.harness import eventually
 from tests.faults.workload import Order, Workload

@@ -109,7 +109,7 @@ MUTANTS = (
     ),
     Mutant(
         "replay-republishes",
-        "sagaline/dlq.py",
+        "sagaline/messaging/parking.py",
         "                await channel.default_exchange.publish(",
         "                await (lambda *a, **k: __import__('asyncio').sleep(0))(",
         "test_replay.py",

@@ -27,7 +27,7 @@ from contracts import order as o
 from contracts.base import Command
 from contracts.envelope import new_envelope
 from contracts.topology import H_ERROR, ParkReason
-from sagaline.dlq import ParkingQueues
+from sagaline.messaging.parking import ParkingQueues
 from tests.faults.checker import CONSUMERS, queue_depth
 from tests.faults.conftest import Scenario
 from tests.faults.harness import eventually

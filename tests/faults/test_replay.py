@@ -3,7 +3,7 @@
 The payments worker runs with the fault switch on ProcessPayment (SAGALINE_FAIL_COMMANDS), so
 every charge fails transiently, climbs the retry ladder and is parked as retries-exhausted.
 The bug is then "fixed" (payments restarts without the switch) and an operator replays the
-parking queue with sagaline.dlq.ParkingQueues.replay: each charge takes effect exactly once and
+parking queue with sagaline.messaging.parking.ParkingQueues.replay: each charge takes effect exactly once and
 every saga reaches its expected end.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from contracts.topology import ParkReason
-from sagaline.dlq import ParkingQueues, Selection
+from sagaline.messaging.parking import ParkingQueues, Selection
 from tests.faults.checker import CONSUMERS, queue_depth
 from tests.faults.conftest import Scenario
 from tests.faults.harness import eventually

@@ -34,10 +34,10 @@ from orchestrator.engine import EngineConfig, Incoming, OperatorRefused
 from orchestrator.store.saga_store import SagaStore
 from orchestrator.store.tables import history, instances
 from orchestrator.workflows import WORKFLOWS
-from sagaline.cli import app as cli_app
 from sagaline.db import create_unpooled_engine
 from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
+from sagaline_tools.cli import app as cli_app
 from tests.conftest import delete_namespace, own_database
 from tests.integration.support import FakeClock, order_submitted
 

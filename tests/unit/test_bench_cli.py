@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from sagaline.cli import app
+from sagaline_tools.cli import app
 
 DEAD_AMQP = "amqp://guest:s3cret@127.0.0.1:1/"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sagaline.bench.config import (
+from sagaline_tools.bench.config import (
     FULL,
     QUICK,
     SECTIONS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sagaline.bench import cpu
-from sagaline.bench.machine import cpu_model, local_machine, memory_total_bytes, summary_line
+from sagaline_tools.bench import cpu
+from sagaline_tools.bench.machine import cpu_model, local_machine, memory_total_bytes, summary_line
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from sagaline.bench.report import (
+from sagaline_tools.bench.report import (
     ERROR,
     FAIL,
     NO_GOAL,

@@ -7,7 +7,7 @@ import json
 
 from contracts.envelope import EnvelopeHeader
 from contracts.topology import Topology
-from sagaline.bench.seed import (
+from sagaline_tools.bench.seed import (
     ORDER_PLACEHOLDER,
     OUTSTANDING_PLACEHOLDER,
     SEED_SQL,

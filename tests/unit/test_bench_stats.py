@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sagaline.bench.stats import (
+from sagaline_tools.bench.stats import (
     Sample,
     crossing,
     latency_summary,

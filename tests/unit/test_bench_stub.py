@@ -16,10 +16,10 @@ from contracts.base import ReplyEvent
 from contracts.envelope import envelope_model, new_envelope
 from contracts.registry import message_class
 from contracts.routes import WORKER_COMMANDS
-from sagaline.bench.baseline import BODY_BYTES, relay_body
-from sagaline.bench.relay import next_batch
-from sagaline.bench.stub_worker import REPLIES, STUB_QUEUES, build_reply
-from sagaline.bench.workload import order_id, stock_for, submitted
+from sagaline_tools.bench.baseline import BODY_BYTES, relay_body
+from sagaline_tools.bench.relay import next_batch
+from sagaline_tools.bench.stub_worker import REPLIES, STUB_QUEUES, build_reply
+from sagaline_tools.bench.workload import order_id, stock_for, submitted
 
 NOW = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 LINES = (order.OrderLine(sku="sku-1", quantity=2),)

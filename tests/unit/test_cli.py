@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from sagaline.cli import app
+from sagaline_tools.cli import app
 
 # Ports nothing listens on: connecting fails at once with "connection refused".
 DEAD_AMQP = "amqp://guest:s3cret@127.0.0.1:1/"
@@ -139,7 +139,7 @@ def test_unreachable_broker(
 
 
 def test_unexpected_errors_are_one_line(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sagaline.cli import migrate
+    from sagaline_tools.cli import migrate
 
     async def explode(settings: object) -> dict[str, object]:
         raise RuntimeError("boom\nsecond line")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from sagaline.cli import app
+from sagaline_tools.cli import app
 
 runner = CliRunner()
 

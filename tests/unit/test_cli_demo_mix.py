@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from contracts.order import OrderCancellationRequested, OrderSubmitted
-from sagaline.cli.demo_mix import (
+from sagaline_tools.cli.demo_mix import (
     DECLINED_CARD,
     FINAL_STATES,
     MIX,
@@ -120,7 +120,7 @@ def test_final_states_match_the_order_workflow() -> None:
 
 
 def test_progress_summary() -> None:
-    from sagaline.cli.demo import Progress
+    from sagaline_tools.cli.demo import Progress
 
     plan = build_orders(5, "t1")
     progress = Progress(plan, timeout=10.0)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sagaline.cli import app
-from sagaline.cli.common import env_name, worker_names
-from sagaline.cli.supervisor import plan_children
+from sagaline_tools.cli import app
+from sagaline_tools.cli.common import env_name, worker_names
+from sagaline_tools.cli.supervisor import plan_children
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

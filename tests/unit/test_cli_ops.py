@@ -27,10 +27,10 @@ from orchestrator.admin import (
     SagaSummary,
     SagaView,
 )
-from sagaline.cli import app
-from sagaline.cli import dlq as dlq_cli
-from sagaline.cli import saga as saga_cli
-from sagaline.dlq import DlqError, ParkedMessage, QueueSummary, Selection
+from sagaline.messaging.parking import DlqError, ParkedMessage, QueueSummary, Selection
+from sagaline_tools.cli import app
+from sagaline_tools.cli import dlq as dlq_cli
+from sagaline_tools.cli import saga as saga_cli
 from tests.unit.test_cli import DEAD_AMQP, DEAD_DB, assert_one_line_error
 
 SAGA_ID = uuid.UUID("6f1c9c52-5d0e-4a55-9d43-2f1f7b0b3a10")

@@ -1,4 +1,4 @@
-"""How a parked message is described for `sagaline dlq` (sagaline.dlq.describe, no broker)."""
+"""How a parked message is described for `sagaline dlq` (sagaline.messaging.parking.describe, no broker)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from contracts.topology import H_ATTEMPT, H_ORIGINAL_QUEUE, H_REASON, H_REPLAY_COUNT, ParkReason
-from sagaline.dlq import ENVELOPE_PARSE_LIMIT, Selection, describe
+from sagaline.messaging.parking import ENVELOPE_PARSE_LIMIT, Selection, describe
 
 
 def message(headers: dict[str, Any], body: bytes = b"{}", **properties: Any) -> Any:

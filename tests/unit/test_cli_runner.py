@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sagaline.cli.runner import Runner, last_log_line
-from sagaline.cli.supervisor import Backoff, ChildSpec, ChildStatus, Phase
+from sagaline_tools.cli.runner import Runner, last_log_line
+from sagaline_tools.cli.supervisor import Backoff, ChildSpec, ChildStatus, Phase
 
 FAST = Backoff(initial=0.05, factor=2.0, maximum=0.2, reset_after=60.0)
 

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from sagaline.cli.supervisor import (
+from sagaline_tools.cli.supervisor import (
     Backoff,
     ChildSpec,
     ChildStatus,

@@ -1,6 +1,6 @@
 """What `sagaline demo enrollment|documents` print: a table of expected against reached final
-states per group (sagaline.cli.demo_tables), and ids with a single `demo-` prefix (no services:
-the demos' run functions are replaced by fakes that return a finished result)."""
+states per group (sagaline_tools.cli.demo_tables), and ids with a single `demo-` prefix (no
+services: the demos' run functions are replaced by fakes that return a finished result)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ import pytest
 from rich.console import Console, RenderableType
 from typer.testing import CliRunner
 
-from sagaline.cli import app, demo_workflows
-from sagaline.cli.demo_tables import OutcomeRow, documents_view, enrollment_view, outcome_table
-from sagaline.demos import documents, enrollment
+from sagaline_tools.cli import app, demo_workflows
+from sagaline_tools.cli.demo_tables import (
+    OutcomeRow,
+    documents_view,
+    enrollment_view,
+    outcome_table,
+)
+from sagaline_tools.demos import documents, enrollment
 
 
 def text(renderable: RenderableType) -> str:

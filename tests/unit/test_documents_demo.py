@@ -8,7 +8,7 @@ import pytest
 
 from consumers.documents import rules as worker_rules
 from orchestrator.workflows import documents_rules as routing
-from sagaline.demos.documents import FINAL_STATES, Kind, build_scenario
+from sagaline_tools.demos.documents import FINAL_STATES, Kind, build_scenario
 from tests.unit.test_worker_rules_documents import TIERS
 
 

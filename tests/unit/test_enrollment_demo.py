@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from sagaline.demos.enrollment import NO_SAGA, Group, build_scenario
+from sagaline_tools.demos.enrollment import NO_SAGA, Group, build_scenario
 
 TAG = "abc123"
 

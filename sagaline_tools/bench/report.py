@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
-from sagaline.bench.config import HOPS_PER_ORDER
-from sagaline.bench.machine import summary_line
-from sagaline.bench.stats import ratio
+from sagaline_tools.bench.config import HOPS_PER_ORDER
+from sagaline_tools.bench.machine import summary_line
+from sagaline_tools.bench.stats import ratio
 
 SCHEMA = "sagaline-bench/1"
 

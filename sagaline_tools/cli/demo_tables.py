@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from sagaline.demos import documents, enrollment
+    from sagaline_tools.demos import documents, enrollment
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -59,8 +59,8 @@ def outcome_table(title: str, what: str, rows: Iterable[OutcomeRow], detail: str
 
 
 def enrollment_view(result: enrollment.DemoResult) -> RenderableType:
-    from sagaline.demos.enrollment import FINAL_STATES, NO_SAGA
-    from sagaline.demos.enrollment import Group as RequestGroup
+    from sagaline_tools.demos.enrollment import FINAL_STATES, NO_SAGA
+    from sagaline_tools.demos.enrollment import Group as RequestGroup
 
     scenario = result.scenario
     # A duplicate's correlation id never names a saga: "no saga" is its final outcome.
@@ -79,7 +79,7 @@ def enrollment_view(result: enrollment.DemoResult) -> RenderableType:
 
 
 def documents_view(result: documents.DemoResult) -> RenderableType:
-    from sagaline.demos.documents import FINAL_STATES, Kind
+    from sagaline_tools.demos.documents import FINAL_STATES, Kind
 
     rows = [
         _row(

@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sagaline.cli import common
-from sagaline.cli.checks import check_database
-from sagaline.cli.output import CliError, print_json, stdout
 from sagaline.settings import Settings
+from sagaline_tools.cli import common
+from sagaline_tools.cli.checks import check_database
+from sagaline_tools.cli.output import CliError, print_json, stdout
 
 if TYPE_CHECKING:
     from orchestrator.admin import ActionResult, SagaAdmin, SagaView

@@ -2,7 +2,7 @@
 
 N ~200-byte persistent JSON messages are put into queue A (a quorum queue declared like our
 work queues); then a separate process (this module's `main`, uvloop like our services) relays
-them to queue B with the batched loop of `sagaline.bench.relay`: up to 64 messages or 5 ms,
+them to queue B with the batched loop of `sagaline_tools.bench.relay`: up to 64 messages or 5 ms,
 persistent publishes whose confirms are awaited together, one `multiple` ack per batch.
 """
 
@@ -20,13 +20,13 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from sagaline.bench import amqp, cpu
-from sagaline.bench.config import BenchConfig
-from sagaline.bench.env import RELAY_QUEUES, BenchEnv
-from sagaline.bench.progress import Step
-from sagaline.bench.relay import RelayStats, Route, enqueue, run_relay
-from sagaline.bench.stats import median_round
 from sagaline.messaging.publish import amqp_message
+from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench.config import BenchConfig
+from sagaline_tools.bench.env import RELAY_QUEUES, BenchEnv
+from sagaline_tools.bench.progress import Step
+from sagaline_tools.bench.relay import RelayStats, Route, enqueue, run_relay
+from sagaline_tools.bench.stats import median_round
 
 BODY_BYTES = 200
 MESSAGE_TYPE = "BenchRelayed"
@@ -121,7 +121,7 @@ async def _relay(
     to the last hop's last ack (CLOCK_MONOTONIC is shared by the processes)."""
     helpers = [
         env.start_helper(
-            f"relay-{i + 1}", "sagaline.bench.baseline", _args(env, config, hop, count)
+            f"relay-{i + 1}", "sagaline_tools.bench.baseline", _args(env, config, hop, count)
         )
         for i, hop in enumerate(hops)
     ]

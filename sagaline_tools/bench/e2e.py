@@ -15,15 +15,15 @@ import time
 import uuid
 from typing import Any
 
-from sagaline.bench import amqp, cpu
-from sagaline.bench.config import BenchConfig
-from sagaline.bench.env import BenchEnv
-from sagaline.bench.orchestrator_run import alive
-from sagaline.bench.procs import wait_ready
-from sagaline.bench.progress import Step
-from sagaline.bench.stats import window_rate
-from sagaline.bench.watch import sample_until
-from sagaline.bench.workload import order_envelope, stock_for
+from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench.config import BenchConfig
+from sagaline_tools.bench.env import BenchEnv
+from sagaline_tools.bench.orchestrator_run import alive
+from sagaline_tools.bench.procs import wait_ready
+from sagaline_tools.bench.progress import Step
+from sagaline_tools.bench.stats import window_rate
+from sagaline_tools.bench.watch import sample_until
+from sagaline_tools.bench.workload import order_envelope, stock_for
 
 ORDER_WORKERS = ("payments", "inventory", "shipping")
 

@@ -21,11 +21,11 @@ from sqlalchemy.engine import make_url
 
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR
-from sagaline.bench import cpu
-from sagaline.bench.procs import Child, free_port, wait_ready
 from sagaline.settings import Settings
+from sagaline_tools.bench import cpu
+from sagaline_tools.bench.procs import Child, free_port, wait_ready
 
-log = logging.getLogger("sagaline.bench")
+log = logging.getLogger("sagaline_tools.bench")
 
 RELAY_QUEUES = ("relay-a", "relay-b", "relay-c")
 """Consumers of the baseline's two queues (declared like work queues, deleted after the run)."""

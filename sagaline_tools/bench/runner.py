@@ -27,12 +27,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from sagaline.bench import baseline, e2e, latency, orchestrator_run, report, timers
-from sagaline.bench.config import BenchConfig
-from sagaline.bench.env import BenchEnv
-from sagaline.bench.machine import local_machine
-from sagaline.bench.progress import Step
 from sagaline.settings import Settings
+from sagaline_tools.bench import baseline, e2e, latency, orchestrator_run, report, timers
+from sagaline_tools.bench.config import BenchConfig
+from sagaline_tools.bench.env import BenchEnv
+from sagaline_tools.bench.machine import local_machine
+from sagaline_tools.bench.progress import Step
 
 
 @dataclass
@@ -82,8 +82,8 @@ async def describe_servers(env: BenchEnv) -> dict[str, Any]:
     """RabbitMQ and PostgreSQL versions and the PostgreSQL settings that move the figures."""
     import asyncpg
 
-    from sagaline.bench import amqp
-    from sagaline.bench.env import asyncpg_dsn
+    from sagaline_tools.bench import amqp
+    from sagaline_tools.bench.env import asyncpg_dsn
 
     info: dict[str, Any] = {}
     connection = await amqp.connect(env.base.amqp_url)

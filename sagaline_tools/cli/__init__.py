@@ -20,8 +20,8 @@ import typer
 from typer._click.exceptions import Abort, ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from sagaline.cli import approvals, bench, demo, diagram, dlq, migrate, saga, up
-from sagaline.cli.output import CliError, error_line, one_line
+from sagaline_tools.cli import approvals, bench, demo, diagram, dlq, migrate, saga, up
+from sagaline_tools.cli.output import CliError, error_line, one_line
 
 _COMMANDS = (migrate, up, demo, dlq, saga, diagram, approvals, bench)
 

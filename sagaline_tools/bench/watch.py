@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from sagaline.bench.stats import Sample
+from sagaline_tools.bench.stats import Sample
 
 
 class Stalled(RuntimeError):

@@ -26,8 +26,8 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from contracts import order
-from sagaline.bench.relay import RelayStats, Route, enqueue, run_relay
 from sagaline.messaging.publish import amqp_message
+from sagaline_tools.bench.relay import RelayStats, Route, enqueue, run_relay
 
 STUB_QUEUES = ("payments", "inventory", "shipping")
 

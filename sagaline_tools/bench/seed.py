@@ -31,7 +31,7 @@ from orchestrator.engine import (
     decide,
 )
 from orchestrator.workflows.order import machine
-from sagaline.bench.workload import submitted
+from sagaline_tools.bench.workload import submitted
 
 ORDER_PLACEHOLDER = "bench-template-order-0000000"
 OUTSTANDING_PLACEHOLDER = "00000000-0000-4000-8000-00000000feed"

@@ -1,6 +1,6 @@
 """`sagaline dlq …`: look at parked (dead-lettered) messages, replay them, or purge them.
 
-Built on sagaline.dlq.ParkingQueues. Looking is non-destructive (messages are taken without
+Built on sagaline.messaging.parking.ParkingQueues. Looking is non-destructive (messages are taken without
 acknowledgement and return in order). A replay sends a copy to the queue the message came
 from, with the same message id, so a consumer that already handled it answers from its inbox.
 Purging deletes for good, so it asks first (or needs --yes).
@@ -17,14 +17,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sagaline.cli import common
-from sagaline.cli.checks import EXIT_UNAVAILABLE, _quiet_amqp_logs, check_broker
-from sagaline.cli.output import CliError, one_line, print_json, safe_url, stdout, warning_line
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options
+from sagaline_tools.cli import common
+from sagaline_tools.cli.checks import EXIT_UNAVAILABLE, _quiet_amqp_logs, check_broker
+from sagaline_tools.cli.output import CliError, one_line, print_json, safe_url, stdout, warning_line
 
 if TYPE_CHECKING:
-    from sagaline.dlq import ParkedMessage, ParkingQueues, Selection
+    from sagaline.messaging.parking import ParkedMessage, ParkingQueues, Selection
 
 T = TypeVar("T")
 
@@ -166,7 +166,7 @@ def purge(
         )
 
     async def go(parking: ParkingQueues) -> tuple[str, list[ParkedMessage]]:
-        from sagaline.dlq import SCAN_LIMIT
+        from sagaline.messaging.parking import SCAN_LIMIT
 
         name = _resolve(parking, queue)
         if not yes:
@@ -189,7 +189,7 @@ def stdin_is_terminal() -> bool:
 
 def selection_of(ids: list[str] | None, reason: str | None, everything: bool) -> Selection:
     """Exactly one way of choosing: ids, a reason, or everything."""
-    from sagaline.dlq import Selection
+    from sagaline.messaging.parking import Selection
 
     given = sum((bool(ids), reason is not None, everything))
     if given != 1:
@@ -229,7 +229,7 @@ def _finish(
 
 
 def _resolve(parking: ParkingQueues, queue: str) -> str:
-    from sagaline.dlq import DlqError
+    from sagaline.messaging.parking import DlqError
 
     try:
         return parking.resolve(queue)
@@ -262,7 +262,7 @@ def _with_parking(work: Callable[[ParkingQueues], Awaitable[T]]) -> T:
 async def open_parking(settings: Settings) -> AsyncIterator[ParkingQueues]:
     import aio_pika
 
-    from sagaline.dlq import DlqError, ParkingQueues
+    from sagaline.messaging.parking import DlqError, ParkingQueues
 
     try:
         # One connection, with room for a busy broker; only a failure pays for the check

@@ -19,12 +19,12 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from sagaline.cli import common
-from sagaline.cli.checks import check_broker, check_database
-from sagaline.cli.demo_mix import FINAL_STATES, MIX, DemoOrder, DemoPlan, build_orders
-from sagaline.cli.output import CliError, one_line, print_json, stdout, warning_line
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options
+from sagaline_tools.cli import common
+from sagaline_tools.cli.checks import check_broker, check_database
+from sagaline_tools.cli.demo_mix import FINAL_STATES, MIX, DemoOrder, DemoPlan, build_orders
+from sagaline_tools.cli.output import CliError, one_line, print_json, stdout, warning_line
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,7 +36,7 @@ demo_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    from sagaline.cli import demo_workflows
+    from sagaline_tools.cli import demo_workflows
 
     demo_workflows.register(demo_app)
     app.add_typer(demo_app, name="demo")

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from sagaline.cli.output import CliError
 from sagaline.settings import Settings
+from sagaline_tools.cli.output import CliError
 
 T = TypeVar("T")
 

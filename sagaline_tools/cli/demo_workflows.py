@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import RenderableType
 
-from sagaline.cli import common, demo_tables
-from sagaline.cli.checks import check_broker, check_database
-from sagaline.cli.output import CliError, print_json, stderr, stdout
+from sagaline_tools.cli import common, demo_tables
+from sagaline_tools.cli.checks import check_broker, check_database
+from sagaline_tools.cli.output import CliError, print_json, stderr, stdout
 
 
 def register(demo_app: typer.Typer) -> None:
@@ -34,7 +34,7 @@ def enrollment(
     json_output: JsonOption = False,
 ) -> None:
     """Users race for a course's few seats; shows that seats are never over-sold."""
-    from sagaline.demos import enrollment as demo
+    from sagaline_tools.demos import enrollment as demo
 
     settings = common.load_settings()
     scenario = demo.build_scenario(_tag(), racers=racers, seats=seats)
@@ -50,7 +50,7 @@ def documents(
     json_output: JsonOption = False,
 ) -> None:
     """Documents of every tier and confidence band; the demo answers approvals on its own."""
-    from sagaline.demos import documents as demo
+    from sagaline_tools.demos import documents as demo
 
     settings = common.load_settings()
     scenario = demo.build_scenario(_tag(), rounds=rounds)

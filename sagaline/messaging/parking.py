@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, DeliveryMode
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from contracts.topology import (
     H_ATTEMPT,
@@ -30,6 +30,7 @@ from contracts.topology import (
     ParkReason,
     Topology,
 )
+from sagaline.messaging.delivery import BROKER_HEADERS, bounded_count, republished
 
 SCAN_LIMIT = 10_000
 """Most messages one command reads from a parking queue (protects the operator's terminal)."""
@@ -45,18 +46,6 @@ _BROKER_REASONS = {
     "delivery_limit": ParkReason.DELIVERY_LIMIT.value,
     "rejected": ParkReason.REJECTED.value,
 }
-_DROPPED = frozenset(
-    {
-        "x-death",
-        "x-delivery-count",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-    }
-)
 
 
 class DlqError(Exception):
@@ -125,8 +114,12 @@ def describe(message: AbstractIncomingMessage, position: int) -> ParkedMessage:
         message_type=message.type or envelope.get("type"),
         reason=_reason(headers, death),
         original_queue=str(original) if original else None,
-        attempts=_int(headers.get(H_ATTEMPT, death.get("count", 0))),
-        replays=_int(headers.get(H_REPLAY_COUNT, 0)),
+        attempts=(
+            bounded_count(headers, H_ATTEMPT)
+            if H_ATTEMPT in headers
+            else bounded_count(death, "count")
+        ),
+        replays=bounded_count(headers, H_REPLAY_COUNT),
         first_failed_at=_text(headers.get(H_FIRST_FAILED_AT) or death.get("time")),
         last_failed_at=_text(headers.get(H_LAST_FAILED_AT) or death.get("time")),
         error=_text(headers.get(H_ERROR)),
@@ -311,30 +304,13 @@ class _Taken(list[AbstractIncomingMessage]):
 
 
 def _replay_copy(message: AbstractIncomingMessage, replays: int) -> aio_pika.Message:
-    headers = {k: v for k, v in (message.headers or {}).items() if k not in _DROPPED}
+    headers = {k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS}
     # A fresh retry ladder for the replayed copy; the replay counter and first failure stay.
     headers.pop(H_ATTEMPT, None)
     headers.pop(H_REASON, None)
     headers[H_REPLAY_COUNT] = replays
-    return aio_pika.Message(
-        body=message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        app_id=message.app_id,
-    )
+    return republished(message, headers)
 
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _text(value: Any) -> str | None:

@@ -15,21 +15,21 @@ from typing import Any
 
 import asyncpg
 
-from sagaline.bench import amqp, cpu
-from sagaline.bench.config import STEPS_PER_ORDER, BenchConfig
-from sagaline.bench.env import BenchEnv
-from sagaline.bench.procs import Child
-from sagaline.bench.progress import Step
-from sagaline.bench.seed import due_in_future, order_templates, seed, vacuum_analyze
-from sagaline.bench.stats import median_round, span_rate, window_rate
-from sagaline.bench.watch import sample_until
-from sagaline.bench.workload import order_envelope
+from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench.config import STEPS_PER_ORDER, BenchConfig
+from sagaline_tools.bench.env import BenchEnv
+from sagaline_tools.bench.procs import Child
+from sagaline_tools.bench.progress import Step
+from sagaline_tools.bench.seed import due_in_future, order_templates, seed, vacuum_analyze
+from sagaline_tools.bench.stats import median_round, span_rate, window_rate
+from sagaline_tools.bench.watch import sample_until
+from sagaline_tools.bench.workload import order_envelope
 
 
 async def start_stub(env: BenchEnv, config: BenchConfig) -> Child:
     stub = env.start_helper(
         "stub-worker",
-        "sagaline.bench.stub_worker",
+        "sagaline_tools.bench.stub_worker",
         [
             "--amqp-url", env.settings.amqp_url,
             "--namespace", env.namespace,

@@ -14,15 +14,15 @@ import asyncio
 import time
 from typing import Any
 
-from sagaline.bench import cpu
-from sagaline.bench.config import BenchConfig
-from sagaline.bench.env import BenchEnv
-from sagaline.bench.orchestrator_run import alive, history_mark
-from sagaline.bench.procs import Child, wait_ready
-from sagaline.bench.progress import Step
-from sagaline.bench.seed import due_in_past, order_templates, seed, vacuum_analyze
-from sagaline.bench.stats import window_rate
-from sagaline.bench.watch import sample_until
+from sagaline_tools.bench import cpu
+from sagaline_tools.bench.config import BenchConfig
+from sagaline_tools.bench.env import BenchEnv
+from sagaline_tools.bench.orchestrator_run import alive, history_mark
+from sagaline_tools.bench.procs import Child, wait_ready
+from sagaline_tools.bench.progress import Step
+from sagaline_tools.bench.seed import due_in_past, order_templates, seed, vacuum_analyze
+from sagaline_tools.bench.stats import window_rate
+from sagaline_tools.bench.watch import sample_until
 
 CHECK_SQL = """
 SELECT count(*) AS sagas, count(*) FILTER (WHERE fired > 1) AS repeated

@@ -17,8 +17,8 @@ from typing import Annotated
 
 import typer
 
-from sagaline.cli import common
-from sagaline.cli.output import CliError, stderr, stdout
+from sagaline_tools.cli import common
+from sagaline_tools.cli.output import CliError, stderr, stdout
 
 
 def register(app: typer.Typer) -> None:
@@ -106,8 +106,8 @@ def bench(
     start. Prints one table (figure, ratio to the baseline, goal, pass/fail, machine) and
     exits 1 if a section failed or a timer did not fire exactly once.
     """
-    from sagaline.bench import config as bench_config
-    from sagaline.bench import runner
+    from sagaline_tools.bench import config as bench_config
+    from sagaline_tools.bench import runner
 
     if quick and full:
         raise CliError("--quick and --full are exclusive", exit_code=2)
@@ -150,7 +150,7 @@ def bench(
     except CliError:  # Ctrl-C (exit code 130)
         _drop_logs(log_dir, keep)
         raise
-    from sagaline.bench import report
+    from sagaline_tools.bench import report
 
     console = stdout()
     if not console.is_terminal:
@@ -188,16 +188,16 @@ def _drop_logs(log_dir: Path, keep: bool) -> None:
 def common_debug() -> bool:
     import os
 
-    from sagaline.cli import DEBUG_ENV
+    from sagaline_tools.cli import DEBUG_ENV
 
     return os.environ.get(DEBUG_ENV) == "1"
 
 
 async def _preflight(settings: object) -> None:
     """Both servers answer (the private database is created later, so only the server)."""
-    from sagaline.bench.env import asyncpg_dsn
-    from sagaline.cli.checks import check_broker, check_database
     from sagaline.settings import Settings
+    from sagaline_tools.bench.env import asyncpg_dsn
+    from sagaline_tools.cli.checks import check_broker, check_database
 
     assert isinstance(settings, Settings)
     await check_broker(settings)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sagaline.cli.supervisor import ChildSpec, ChildStatus, Phase, clean_stop, is_clean_exit
+from sagaline_tools.cli.supervisor import ChildSpec, ChildStatus, Phase, clean_stop, is_clean_exit
 
 Probe = Callable[[ChildSpec], Awaitable[tuple[bool, str]]]
 OnChange = Callable[[list[ChildStatus]], None]

@@ -11,9 +11,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from sagaline.cli.output import CliError, one_line, safe_url
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options
+from sagaline_tools.cli.output import CliError, one_line, safe_url
 
 EXIT_UNAVAILABLE = 3
 """Exit code of a command that stopped because RabbitMQ or PostgreSQL could not be reached."""

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from sagaline.cli import common
-from sagaline.cli.output import CliError, print_json
+from sagaline_tools.cli import common
+from sagaline_tools.cli.output import CliError, print_json
 
 
 class Format(StrEnum):
@@ -64,7 +64,7 @@ def diagram(
 
 
 def _saga_state(ref: str, workflow: str) -> tuple[str, str]:
-    from sagaline.cli.saga import open_admin
+    from sagaline_tools.cli.saga import open_admin
 
     settings = common.load_settings()
 

@@ -21,15 +21,15 @@ import time
 import uuid
 from typing import Any
 
-from sagaline.bench import amqp, cpu
-from sagaline.bench.config import STEPS_PER_ORDER, BenchConfig
-from sagaline.bench.env import BenchEnv
-from sagaline.bench.orchestrator_run import alive, history_mark, start_stub
-from sagaline.bench.progress import Step
-from sagaline.bench.stats import latency_summary
-from sagaline.bench.watch import sample_until
-from sagaline.bench.workload import order_envelope
 from sagaline.messaging.publish import envelope_message
+from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench.config import STEPS_PER_ORDER, BenchConfig
+from sagaline_tools.bench.env import BenchEnv
+from sagaline_tools.bench.orchestrator_run import alive, history_mark, start_stub
+from sagaline_tools.bench.progress import Step
+from sagaline_tools.bench.stats import latency_summary
+from sagaline_tools.bench.watch import sample_until
+from sagaline_tools.bench.workload import order_envelope
 
 LATENCY_SQL = """
 SELECT extract(epoch FROM (o.published_at - i.received_at)) * 1000 AS ms

@@ -18,11 +18,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sagaline.cli import common
-from sagaline.cli.checks import check_broker
-from sagaline.cli.output import CliError, stdout
-from sagaline.cli.runner import Runner
-from sagaline.cli.supervisor import (
+from sagaline.settings import Settings
+from sagaline_tools.cli import common
+from sagaline_tools.cli.checks import check_broker
+from sagaline_tools.cli.output import CliError, stdout
+from sagaline_tools.cli.runner import Runner
+from sagaline_tools.cli.supervisor import (
     Backoff,
     ChildSpec,
     ChildStatus,
@@ -30,7 +31,6 @@ from sagaline.cli.supervisor import (
     is_clean_exit,
     plan_children,
 )
-from sagaline.settings import Settings
 
 STOP_MARGIN_SECONDS = 5.0
 """Added to the children's graceful timeout before SIGKILL: their own shutdown needs a moment."""
@@ -160,8 +160,8 @@ def _check_ports_free(specs: list[ChildSpec], host: str) -> None:
 
 
 async def _preflight(settings: Settings, migrate: bool) -> None:
-    from sagaline.cli.checks import check_database
-    from sagaline.cli.migrate import run_migrations
+    from sagaline_tools.cli.checks import check_database
+    from sagaline_tools.cli.migrate import run_migrations
 
     await check_broker(settings)
     if migrate:

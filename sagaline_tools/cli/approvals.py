@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from sagaline.cli import common
-from sagaline.cli.output import CliError, print_json, stdout, warning_line
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options
+from sagaline_tools.cli import common
+from sagaline_tools.cli.output import CliError, print_json, stdout, warning_line
 
 
 def register(app: typer.Typer) -> None:

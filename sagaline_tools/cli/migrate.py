@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from sagaline.cli import common
-from sagaline.cli.checks import check_database
-from sagaline.cli.output import CliError, one_line, print_json, safe_url, stdout
 from sagaline.settings import Settings
+from sagaline_tools.cli import common
+from sagaline_tools.cli.checks import check_database
+from sagaline_tools.cli.output import CliError, one_line, print_json, safe_url, stdout
 
 
 def register(app: typer.Typer) -> None:
