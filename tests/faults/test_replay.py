@@ -3,8 +3,8 @@
 The payments worker runs with the fault switch on ProcessPayment (SAGALINE_FAIL_COMMANDS), so
 every charge fails transiently, climbs the retry ladder and is parked as retries-exhausted.
 The bug is then "fixed" (payments restarts without the switch) and an operator replays the
-parking queue with sagaline.messaging.parking.ParkingQueues.replay: each charge takes effect exactly once and
-every saga reaches its expected end.
+parking queue with sagaline.messaging.parking.ParkingQueues.replay: each charge takes effect
+exactly once and every saga reaches its expected end.
 """
 
 from __future__ import annotations

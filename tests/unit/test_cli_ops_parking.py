@@ -1,4 +1,5 @@
-"""How a parked message is described for `sagaline dlq` (sagaline.messaging.parking.describe, no broker)."""
+"""How a parked message is described for `sagaline dlq` (sagaline.messaging.parking.describe,
+no broker)."""
 
 from __future__ import annotations
 
