@@ -107,4 +107,4 @@ class WorkerBatch:
                 "messaging.message.conversation_id": delivery.correlation_id or "",
             },
         ):
-            await publish_reply(self.worker.broker, self.worker.events, reply)
+            await publish_reply(self.worker.broker, self.worker.events, reply, self.worker.sender)

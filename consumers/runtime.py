@@ -106,6 +106,8 @@ class WorkerProcess:
     faults: FaultSwitch
     handled: Counter
     """sagaline_commands_handled_total: by command, reply and whether it was a duplicate."""
+    sender: str | None = None
+    """Our broker user, set as the replies' user_id (the orchestrator may check it)."""
 
     async def __call__(self, envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
         refusal = self.refusal(envelope)
@@ -113,7 +115,7 @@ class WorkerProcess:
             raise refusal
         ((reply, duplicate),) = await self.handle_batch([(envelope, attempt_of(delivery))])
         crash_point("worker.after_commit_before_reply")
-        await publish_reply(self.broker, self.events, reply)
+        await publish_reply(self.broker, self.events, reply, self.sender)
         crash_point("worker.before_ack")
         self.record(envelope, reply, duplicate)
 
@@ -230,7 +232,9 @@ class ReplyNotDelivered(ReportableError):
     """The broker did not take a reply; the command goes through retry and parking."""
 
 
-async def publish_reply(broker: RabbitBroker, events: RabbitExchange, reply: StoredReply) -> None:
+async def publish_reply(
+    broker: RabbitBroker, events: RabbitExchange, reply: StoredReply, sender: str | None = None
+) -> None:
     """Publish through FastStream (its telemetry middleware carries the trace context on).
 
     The broker's channel has publisher confirms and raises on returned messages, so this returns
@@ -252,6 +256,7 @@ async def publish_reply(broker: RabbitBroker, events: RabbitExchange, reply: Sto
             correlation_id=str(header.correlation_id),
             message_type=header.type,
             headers=headers,
+            user_id=sender,
         )
     except DeliveryError as exc:
         # Returned (no queue bound for this reply type, e.g. no orchestrator declared yet) or

@@ -21,6 +21,7 @@ from contracts.registry import reply_types
 from contracts.topology import ORCHESTRATOR
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import Process
+from sagaline.messaging.senders import SenderPolicy
 from sagaline.service import Background, Resources, build_service, consume_in_batches
 from sagaline.settings import Settings
 
@@ -57,7 +58,14 @@ def build_worker(
         )
         processes.append(
             WorkerProcess(
-                spec, handlers, resources.engine, resources.broker, events, faults, handled
+                spec,
+                handlers,
+                resources.engine,
+                resources.broker,
+                events,
+                faults,
+                handled,
+                sender=settings.broker_user,
             )
         )
         return processes[-1]
@@ -74,6 +82,7 @@ def build_worker(
         make_process,
         make_background,
         prepare=declare_reply_destination,
+        senders=SenderPolicy(allowed=settings.command_senders, own_user=settings.broker_user),
     )
 
 

@@ -42,6 +42,9 @@ class ParkReason(StrEnum):
     RETRIES_EXHAUSTED = "retries-exhausted"
     DELIVERY_LIMIT = "delivery-limit"
     """Set by the broker (x-death) when a message crashed its consumer too often."""
+    UNAUTHORIZED_SENDER = "unauthorized-sender"
+    """The message's broker user (its `user_id` property, vouched for by RabbitMQ) is not one
+    this consumer takes such messages from (SAGALINE_COMMAND_SENDERS, SAGALINE_REPLY_SENDERS)."""
     REJECTED = "rejected"
     """Set by the broker (x-death): the consumer could not publish a parking copy of the message
     (e.g. a header it cannot encode) and had the broker dead-letter it as it came."""

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from faststream.asgi import AsgiFastStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts.registry import reply_types
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR, Topology
 from orchestrator.engine import EngineConfig
@@ -19,6 +20,7 @@ from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from sagaline.messaging.batching import QueueBatches
 from sagaline.messaging.declare import declare_consumer
+from sagaline.messaging.senders import SenderPolicy
 from sagaline.service import Background, Resources, build_service, consume_in_batches
 from sagaline.settings import Settings
 from sagaline.tls import db_connect_args
@@ -74,6 +76,11 @@ class Orchestrator:
             self._make_process,
             self._make_background,
             prepare=self._declare_workers,
+            senders=SenderPolicy(
+                allowed=self.settings.reply_senders,
+                own_user=self.settings.broker_user,
+                guarded_types=frozenset(t.message_type for t in reply_types()),
+            ),
         )
 
     async def _declare_workers(self, resources: Resources) -> None:
@@ -103,6 +110,7 @@ class Orchestrator:
             resources.engine,
             resources.connection,
             commands_exchange=resources.topology.commands_exchange,
+            user_id=self.settings.broker_user,
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
             clock=self.clock,

@@ -75,6 +75,7 @@ class OutboxRelay(BackgroundLoop):
         connection: AbstractConnection,
         *,
         commands_exchange: str,
+        user_id: str | None = None,
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         clock: Clock = utcnow,
@@ -85,6 +86,9 @@ class OutboxRelay(BackgroundLoop):
         self.engine = engine
         self.connection = connection
         self.commands_exchange = commands_exchange
+        self.user_id = user_id
+        """Our broker user, set on every message: workers that take commands only from the
+        orchestrator's user check it (RabbitMQ refuses a user_id that is not the sender's)."""
         self.batch_size = batch_size
         self.clock = clock
         self.on_published = on_published
@@ -245,6 +249,7 @@ class OutboxRelay(BackgroundLoop):
                 correlation_id=str(row["saga_id"]),
                 message_type=row["message_type"],
                 headers=dict(row["headers"] or {}),
+                user_id=self.user_id,
             )
             # Commands must reach a worker queue (returned = misconfiguration, keep the row);
             # domain events go to whoever subscribes, possibly nobody.

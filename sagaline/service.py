@@ -34,6 +34,7 @@ from sagaline.messaging.batching import (
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import DeliveryHandler, Process
 from sagaline.messaging.link_log import LinkLog
+from sagaline.messaging.senders import SenderPolicy
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options, broker_security
 
@@ -92,10 +93,13 @@ def build_service(
     make_process: ProcessFactory,
     make_background: BackgroundFactory = lambda _: (),
     prepare: Callable[[Resources], Awaitable[None]] | None = None,
+    senders: SenderPolicy | None = None,
 ) -> AsgiFastStream:
     """The process's app. Its work queue is consumed by one of `make_background`'s loops (a
     sagaline.messaging.batching.QueueBatches), which uses `resources.handler` for parking and
-    for handling a failed batch's messages one by one; the FastStream broker publishes."""
+    for handling a failed batch's messages one by one; the FastStream broker publishes.
+    `senders`: whose messages the work queue takes (default: anyone); the process's retry and
+    parking copies are sent as its own broker user either way."""
     registry = CollectorRegistry()
     link = LinkLog(consumer)
     broker = RabbitBroker(
@@ -128,6 +132,7 @@ def build_service(
             channel=resources.channel,
             process=make_process(resources),
             max_body_bytes=settings.max_body_bytes,
+            senders=senders or SenderPolicy(own_user=settings.broker_user),
         )
 
     async def after_startup() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +78,27 @@ class Settings(BaseSettings):
     db_runtime_role: str = Field(default="sagaline_runtime", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     """The role migrations grant data access (no DDL) to; processes log in as a member of it."""
 
+    # Who may send what (sagaline/messaging/senders.py; README "Security").
+    command_senders: Annotated[frozenset[str], NoDecode] = frozenset()
+    """Broker users whose commands a worker executes, by the message's RabbitMQ-validated
+    `user_id` (comma-separated). Empty: any sender (development)."""
+    reply_senders: Annotated[frozenset[str], NoDecode] = frozenset()
+    """Broker users whose replies (the events answering commands) the orchestrator takes.
+    Empty: any sender."""
+
+    @field_validator("command_senders", "reply_senders", mode="before")
+    @classmethod
+    def _split_users(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def broker_user(self) -> str | None:
+        """The broker user this process logs in as (from AMQP_URL): the `user_id` it sets on
+        what it publishes. None when the URL names no user (e.g. EXTERNAL authentication)."""
+        return url_user(self.amqp_url)
+
     @field_validator("retry_delays", mode="before")
     @classmethod
     def _split_delays(cls, value: object) -> object:
@@ -104,3 +126,13 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
         return url
+
+
+def url_user(amqp_url: str) -> str | None:
+    """The user name in an AMQP URL (the first one of a comma-separated list), if it has one."""
+    first = amqp_url.split(",", 1)[0].strip()
+    try:
+        user = urlsplit(first).username
+    except ValueError:
+        return None
+    return unquote(user) if user else None

@@ -29,6 +29,11 @@ configure for declare/delete, write for publish/bind-to-queue, read for consume/
                 nothing;
   admin         the management UI's administrator (a node that loads definitions at boot creates
                 no default user); no sagaline process uses it.
+Broker permissions say where a user may publish, not what: any user with write access to the
+default exchange (every role, for retries and replays) can put a message in any queue. So the
+processes also check *who* sent a message, by its RabbitMQ-validated `user_id`: workers take
+commands only from the users in SAGALINE_COMMAND_SENDERS, the orchestrator replies only from
+SAGALINE_REPLY_SENDERS (`sender_settings` gives the values docker-compose.yml sets).
 Retry and parking moves made by the broker (TTL and delivery-limit dead-lettering) need no
 user permission.
 """
@@ -104,6 +109,18 @@ def permissions(namespace: str, workers: Sequence[str]) -> dict[str, dict[str, s
 
 def user_name(namespace: str, role: str) -> str:
     return f"{namespace}-{role}"
+
+
+def sender_settings(namespace: str, workers: Sequence[str]) -> dict[str, str]:
+    """Who may send what, as the processes' settings (docker-compose.yml sets these values):
+    workers execute commands from the orchestrator, the orchestrator takes replies from the
+    workers. The operator is in both lists because `sagaline dlq replay` sends a parked message
+    back as the operator's user; drop it where no command may come from a person."""
+    operator = user_name(namespace, "operator")
+    return {
+        "SAGALINE_COMMAND_SENDERS": f"{user_name(namespace, 'orchestrator')},{operator}",
+        "SAGALINE_REPLY_SENDERS": ",".join([*(user_name(namespace, w) for w in workers), operator]),
+    }
 
 
 @dataclass(frozen=True)

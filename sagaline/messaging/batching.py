@@ -22,7 +22,6 @@ from contracts.envelope import Envelope
 from sagaline.db import hold_through_outage
 from sagaline.messaging.delivery import DeliveryHandler
 from sagaline.messaging.errors import PermanentMessageError, error_summary
-from sagaline.messaging.parsing import parse_body
 
 log = logging.getLogger("sagaline.batching")
 
@@ -165,7 +164,7 @@ async def parse_or_park(
     parsed = []
     for delivery in deliveries:
         try:
-            envelope = parse_body(delivery.body, delivery.content_type, handler.max_body_bytes)
+            envelope = handler.parse(delivery)
         except PermanentMessageError as exc:
             await handler.park(delivery, exc.reason, exc.summary)
             continue

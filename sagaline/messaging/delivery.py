@@ -32,6 +32,7 @@ from contracts.topology import (
 from sagaline.db import hold_through_outage, is_database_outage
 from sagaline.messaging.errors import PermanentMessageError, error_summary
 from sagaline.messaging.parsing import parse_body
+from sagaline.messaging.senders import SenderPolicy
 
 log = logging.getLogger("sagaline.delivery")
 
@@ -63,6 +64,8 @@ class DeliveryHandler:
     """A channel with publisher confirms, used for retry and parking copies."""
     process: Process
     max_body_bytes: int
+    senders: SenderPolicy = field(default_factory=SenderPolicy)
+    """Whose messages this consumer takes; its own user also signs its retry and parking copies."""
     outage_backoff: tuple[float, float] = (0.5, 10.0)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -88,9 +91,18 @@ class DeliveryHandler:
             await asyncio.sleep(1.0)
             await _requeue(delivery)
 
+    def parse(self, delivery: AbstractIncomingMessage) -> Envelope[Any]:
+        """The delivery's envelope, from a sender allowed to send it; PermanentMessageError
+        (with the parking reason) otherwise."""
+        envelope = parse_body(delivery.body, delivery.content_type, self.max_body_bytes)
+        refusal = self.senders.refusal(envelope.type, delivery.user_id)
+        if refusal is not None:
+            raise refusal
+        return envelope
+
     async def _handle(self, delivery: AbstractIncomingMessage) -> None:
         try:
-            envelope = parse_body(delivery.body, delivery.content_type, self.max_body_bytes)
+            envelope = self.parse(delivery)
         except PermanentMessageError as exc:
             await self.park(delivery, exc.reason, exc.summary)
             return
@@ -181,7 +193,9 @@ class DeliveryHandler:
                 if not exchange_name
                 else await self.channel.get_exchange(exchange_name, ensure=False)
             )
-            await exchange.publish(republished(delivery, headers), routing_key=routing_key)
+            await exchange.publish(
+                republished(delivery, headers, self.senders.own_user), routing_key=routing_key
+            )
         except Exception as publish_error:
             if self.channel.is_closed:
                 raise
@@ -216,8 +230,11 @@ class DeliveryHandler:
         return headers
 
 
-def republished(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
-    """A persistent copy of `delivery` with `headers` (retry, parking and replay copies)."""
+def republished(
+    delivery: AbstractIncomingMessage, headers: dict[str, Any], user_id: str | None
+) -> aio_pika.Message:
+    """A persistent copy of `delivery` with `headers` (retry, parking and replay copies), sent
+    as `user_id`: the publisher's own broker user (RabbitMQ refuses any other), or None."""
     return aio_pika.Message(
         body=delivery.body,
         headers=headers,
@@ -229,6 +246,7 @@ def republished(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> a
         type=delivery.type,
         timestamp=delivery.timestamp,
         app_id=delivery.app_id,
+        user_id=user_id,
     )
 
 

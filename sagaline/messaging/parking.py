@@ -177,11 +177,19 @@ def _envelope_ids(body: bytes) -> dict[str, str]:
 
 class ParkingQueues:
     def __init__(
-        self, connection: AbstractConnection, topology: Topology, consumers: list[str]
+        self,
+        connection: AbstractConnection,
+        topology: Topology,
+        consumers: list[str],
+        *,
+        user_id: str | None = None,
     ) -> None:
         self.connection = connection
         self.topology = topology
         self.consumers = consumers
+        self.user_id = user_id
+        """The connection's broker user: replayed copies are sent as it (consumers that take
+        messages only from listed senders see who replayed them)."""
 
     def resolve(self, name: str) -> str:
         """Accept a consumer name (`payments`) or a parking queue's full name."""
@@ -247,7 +255,7 @@ class ParkingQueues:
             assert parked.original_queue is not None
             try:
                 await channel.default_exchange.publish(
-                    _replay_copy(message, parked.replays + 1),
+                    _replay_copy(message, parked.replays + 1, self.user_id),
                     routing_key=parked.original_queue,
                     mandatory=True,
                 )
@@ -303,14 +311,15 @@ class _Taken(list[AbstractIncomingMessage]):
         self.channel = channel
 
 
-def _replay_copy(message: AbstractIncomingMessage, replays: int) -> aio_pika.Message:
+def _replay_copy(
+    message: AbstractIncomingMessage, replays: int, user_id: str | None
+) -> aio_pika.Message:
     headers = {k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS}
     # A fresh retry ladder for the replayed copy; the replay counter and first failure stay.
     headers.pop(H_ATTEMPT, None)
     headers.pop(H_REASON, None)
     headers[H_REPLAY_COUNT] = replays
-    return republished(message, headers)
-
+    return republished(message, headers, user_id)
 
 
 def _text(value: Any) -> str | None:

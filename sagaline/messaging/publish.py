@@ -22,7 +22,9 @@ def amqp_message(
     causation_id: str | None = None,
     schema_version: int = 1,
     headers: dict[str, Any] | None = None,
+    user_id: str | None = None,
 ) -> aio_pika.Message:
+    """`user_id`: the publishing connection's broker user (RabbitMQ checks it), or None."""
     all_headers: dict[str, Any] = {H_SCHEMA_VERSION: schema_version, **(headers or {})}
     if causation_id is not None:
         all_headers[H_CAUSATION_ID] = causation_id
@@ -35,6 +37,7 @@ def amqp_message(
         type=message_type,
         headers=all_headers,
         app_id="sagaline",
+        user_id=user_id,
     )
 
 

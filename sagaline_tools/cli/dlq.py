@@ -1,8 +1,9 @@
 """`sagaline dlq …`: look at parked (dead-lettered) messages, replay them, or purge them.
 
-Built on sagaline.messaging.parking.ParkingQueues. Looking is non-destructive (messages are taken without
-acknowledgement and return in order). A replay sends a copy to the queue the message came
-from, with the same message id, so a consumer that already handled it answers from its inbox.
+Built on sagaline.messaging.parking.ParkingQueues. Looking is non-destructive (messages are
+taken without acknowledgement and return in order). A replay sends a copy to the queue the
+message came from, with the same message id, so a consumer that already handled it answers from
+its inbox.
 Purging deletes for good, so it asks first (or needs --yes).
 """
 
@@ -278,7 +279,9 @@ async def open_parking(settings: Settings) -> AsyncIterator[ParkingQueues]:
             EXIT_UNAVAILABLE,
         ) from None
     try:
-        yield ParkingQueues(connection, settings.topology, consumers())
+        yield ParkingQueues(
+            connection, settings.topology, consumers(), user_id=settings.broker_user
+        )
     except DlqError as exc:
         raise CliError(str(exc)) from None
     finally:

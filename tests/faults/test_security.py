@@ -13,21 +13,21 @@ runtime role.
   the runtime database role, run orders to their end (the checker's invariants hold); then each
   role is refused what is not its business: consuming another worker's queue, publishing
   commands from a worker, declaring anything as the operator, logging in as guest, and any DDL
-  as the runtime role.
+  as the runtime role. With the sender lists compose sets, a ProcessPayment put straight into
+  the payments queue by a user with every broker right, or by another worker, is parked as
+  unauthorized-sender and nothing is charged; so is a forged reply at the orchestrator; and a
+  forged `user_id` is refused by the broker itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import json
 import ssl
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aio_pika
@@ -36,11 +36,18 @@ import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumers.registry import WORKERS
+from contracts import order as o
+from contracts.envelope import Envelope, new_envelope
+from contracts.topology import ORCHESTRATOR, ParkReason
 from sagaline.db import create_engine
+from sagaline.messaging.publish import envelope_message
 from sagaline.migrate import upgrade
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options, broker_security, db_connect_args
+from tests.deploy_files import make_definitions
 from tests.faults import certs as certificates
 from tests.faults.checker import Checker, Report, declare_tap, wait_for_end
 from tests.faults.harness import ORDER_WORKERS, Harness
@@ -53,16 +60,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "sagaline"
 PASSWORD = f"pw-{uuid.uuid4().hex[:12]}"
 """One password for every test user (the node and the cluster are private and short-lived)."""
-
-
-def make_definitions() -> ModuleType:
-    path = ROOT / "deploy" / "rabbitmq" / "make_definitions.py"
-    spec = importlib.util.spec_from_file_location("make_definitions", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_definitions", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -271,8 +268,9 @@ async def test_least_privilege_roles_run_orders_and_are_refused_the_rest(
     harness.add_workers()
     # Processes reach the broker over TLS (verified, with the client certificate the node
     # requires) and the database as the runtime role, each with its own broker user.
+    senders = make_definitions().sender_settings(NAMESPACE, list(WORKERS))
     env = {
-        name: app_db | amqp_tls | {"AMQP_URL": amqp(rabbit, name, tls=True)}
+        name: app_db | amqp_tls | senders | {"AMQP_URL": amqp(rabbit, name, tls=True)}
         for name in ("orchestrator", *ORDER_WORKERS)
     }
     engine = create_engine(admin, pool_size=2)
@@ -290,8 +288,11 @@ async def test_least_privilege_roles_run_orders_and_are_refused_the_rest(
         async with shop:
             await shop.send(orders)
         await wait_for_end(engine, orders, within=90)
+        forged = await _forgeries(rabbit, admin, engine)
         await harness.stop_all()
-        await Checker(admin, engine, workload, report).check(connection, harness.logs())
+        await Checker(admin, engine, workload, report, expected_parked=forged).check(
+            connection, harness.logs()
+        )
     finally:
         await harness.stop_all()
         await connection.close()
@@ -299,6 +300,81 @@ async def test_least_privilege_roles_run_orders_and_are_refused_the_rest(
 
     await _broker_refusals(rabbit)
     await _database_refusals(db_settings(base_settings, postgres, certs, "sagaline_app"))
+
+
+def _forged_charge() -> Envelope[Any]:
+    return new_envelope(
+        o.ProcessPayment(
+            order_id=f"forged-{uuid.uuid4().hex[:8]}",
+            customer_id="c-forged",
+            amount_cents=99_999,
+            currency="EUR",
+            card_token="tok_ok",
+        ),
+        correlation_id=uuid.uuid4(),
+    )
+
+
+async def _forge(url: str, queue: str, envelope: Envelope[Any], user_id: str | None) -> None:
+    """Publish `envelope` straight into `queue` through the default exchange, as `url`'s user."""
+    connection = await aio_pika.connect(url, timeout=10)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        message = envelope_message(envelope)
+        message.user_id = user_id
+        await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+    finally:
+        await connection.close()
+
+
+async def _forgeries(
+    rabbit: Any, admin: Settings, engine: AsyncEngine
+) -> dict[str, dict[str, str]]:
+    """Forged commands and replies from users the lists do not name: each is parked as
+    unauthorized-sender, nothing is charged; a forged user_id never reaches a queue."""
+    topology = admin.topology
+    by_admin, by_inventory = _forged_charge(), _forged_charge()
+    reply = new_envelope(
+        o.PaymentProcessed(order_id="forged", payment_id="pay-forged", amount_cents=1),
+        correlation_id=uuid.uuid4(),
+    )
+    payments, orchestrator = topology.work_queue("payments"), topology.work_queue(ORCHESTRATOR)
+    # Every broker right (the admin user) does not make a command executable...
+    await _forge(amqp(rabbit, "admin"), payments, by_admin, user_id=None)
+    # ...nor does a worker's own, valid user_id...
+    await _forge(amqp(rabbit, "inventory"), payments, by_inventory, f"{NAMESPACE}-inventory")
+    await _forge(amqp(rabbit, "admin"), orchestrator, reply, f"{NAMESPACE}-admin")
+    # ...and the orchestrator's user_id cannot be borrowed: the broker closes the channel.
+    with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+        await _forge(amqp(rabbit, "admin"), payments, _forged_charge(), f"{NAMESPACE}-orchestrator")
+
+    expected = {
+        "payments": {str(e.message_id): ParkReason.UNAUTHORIZED_SENDER.value
+                     for e in (by_admin, by_inventory)},
+        ORCHESTRATOR: {str(reply.message_id): ParkReason.UNAUTHORIZED_SENDER.value},
+    }  # fmt: skip
+    async with asyncio.timeout(30):
+        while await _depth(admin, topology.parking_queue("payments")) < 2 or (
+            await _depth(admin, topology.parking_queue(ORCHESTRATOR)) < 1
+        ):
+            await asyncio.sleep(0.2)
+    async with engine.connect() as conn:
+        charged = await conn.scalar(
+            text("SELECT count(*) FROM payments.ledger WHERE order_id = ANY(:ids)"),
+            {"ids": [by_admin.payload.order_id, by_inventory.payload.order_id]},
+        )
+    assert charged == 0
+    return expected
+
+
+async def _depth(settings: Settings, queue: str) -> int:
+    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
 
 
 async def _refused(url: str, action: Any) -> str:

@@ -8,25 +8,17 @@ differ on every run), so users are compared by name, tags and the development pa
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from tests.deploy_files import make_definitions
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 
 
-def generator() -> ModuleType:
-    path = ROOT / "deploy" / "rabbitmq" / "make_definitions.py"
-    spec = importlib.util.spec_from_file_location("make_definitions", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_definitions", module)
-    spec.loader.exec_module(module)
-    return module
+generator = make_definitions
 
 
 def without_hashes(document: dict[str, Any]) -> dict[str, Any]:
