@@ -82,8 +82,8 @@ MUTANTS = (
     Mutant(
         "timer-cancel",
         "orchestrator/store/sql.py",
-        "WHERE t.saga_id = c.saga_id AND t.name = c.name\n",
-        "WHERE false\n",
+        "WHERE saga_id = c.saga_id AND name = c.name FOR UPDATE\n",
+        "WHERE false FOR UPDATE\n",
         "test_timers.py",
     ),
     Mutant(
@@ -166,6 +166,20 @@ MUTANTS = (
         "on_hand[sku] -= quantity",
         "on_hand[sku] -= 0",
         "tests/integration/test_worker_batches.py",
+    ),
+    Mutant(
+        "sender-check",
+        "sagaline/messaging/senders.py",
+        "        if not self.allowed:\n",
+        "        if True:\n",
+        "test_security.py::test_least_privilege_roles_run_orders_and_are_refused_the_rest",
+    ),
+    Mutant(
+        "own-copies-signed",
+        "sagaline/messaging/delivery.py",
+        "republished(delivery, headers, self.senders.own_user)",
+        "republished(delivery, headers, None)",
+        "tests/integration/test_senders.py",
     ),
 )
 
