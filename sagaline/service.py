@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import Topology
 from sagaline.db import create_engine
+from sagaline.http_routes import ServiceApp
 from sagaline.messaging.batching import (
     BatchConsumer,
     BatchMetrics,
@@ -94,7 +95,7 @@ def build_service(
     make_background: BackgroundFactory = lambda _: (),
     prepare: Callable[[Resources], Awaitable[None]] | None = None,
     senders: SenderPolicy | None = None,
-) -> AsgiFastStream:
+) -> ServiceApp:
     """The process's app. Its work queue is consumed by one of `make_background`'s loops (a
     sagaline.messaging.batching.QueueBatches), which uses `resources.handler` for parking and
     for handling a failed batch's messages one by one; the FastStream broker publishes.
@@ -165,7 +166,7 @@ def build_service(
             return AsgiResponse(("; ".join(problems)).encode(), 503)
         return AsgiResponse(b"ready", 200)
 
-    return AsgiFastStream(
+    return ServiceApp(
         broker,
         asgi_routes=[
             ("/healthz", healthz),
@@ -219,7 +220,7 @@ async def readiness_problems(resources: Resources) -> list[str]:
 
 def run(app: AsgiFastStream, settings: Settings) -> None:
     """Serve the app (consumer, background loops and HTTP routes) until SIGINT/SIGTERM."""
-    import uvloop  # uvloop is worth +18-42% on broker-heavy paths (DESIGN.md section 5)
+    import uvloop  # measured +18-42% throughput on broker-heavy paths (bare relay, 2 cores)
 
     uvloop.run(
         app.run(

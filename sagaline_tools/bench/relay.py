@@ -1,4 +1,4 @@
-"""The batched relay loop DESIGN.md section 5 measured: the shape both helpers share.
+"""The batched relay loop (the broker-only ceiling the bench compares against): one shape for both.
 
 Consume with a prefetch window; gather up to `batch` deliveries or until `max_wait` has passed
 since the first; publish what they map to (persistent, publisher confirms awaited together);
