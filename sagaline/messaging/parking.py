@@ -17,7 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from contracts.topology import (
     H_ATTEMPT,
@@ -269,6 +274,21 @@ class ParkingQueues:
             # message (the consumer's inbox absorbs it) and never loses it.
             await message.ack()
 
+    @contextlib.asynccontextmanager
+    async def walking(self, queue: str) -> AsyncIterator[Walk]:
+        """Go through a parking queue one message at a time (replay jobs at a rate).
+
+        What is taken and neither replayed nor purged returns to the queue, in order, when the
+        walk ends; memory stays flat however deep the queue (each message is described, then
+        dropped: the broker keeps it until the channel closes).
+        """
+        async with self._channel() as channel:
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                raise DlqError(f"parking queue {queue} does not exist on the broker") from None
+            yield Walk(channel, declared, self.user_id)
+
     async def purge(self, queue: str, selection: Selection) -> list[ParkedMessage]:
         removed: list[ParkedMessage] = []
         async with self._taken(queue, SCAN_LIMIT) as taken:
@@ -303,6 +323,45 @@ class ParkingQueues:
                     break
                 taken.append(message)
             yield taken
+
+
+class Walk:
+    """One pass over a parking queue: `next()` takes the next message, `replay()` sends one back
+    to its original queue, `purge()` deletes one; the rest return when the pass ends."""
+
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, user_id: str | None) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.user_id = user_id
+        self.position = 0
+
+    async def next(self) -> tuple[AbstractIncomingMessage, ParkedMessage] | None:
+        message = await self.queue.get(no_ack=False, fail=False)
+        if message is None:
+            return None
+        parked = describe(message, self.position)
+        self.position += 1
+        return message, parked
+
+    async def replay(self, message: AbstractIncomingMessage, parked: ParkedMessage) -> None:
+        """Republish with a confirm, then ack the parked copy (as ParkingQueues.replay does)."""
+        if parked.original_queue is None:
+            raise DlqError(f"message {parked.message_id} names no original queue")
+        try:
+            await self.channel.default_exchange.publish(
+                _replay_copy(message, parked.replays + 1, self.user_id),
+                routing_key=parked.original_queue,
+                mandatory=True,
+            )
+        except aio_pika.exceptions.DeliveryError:
+            raise DlqError(
+                f"{parked.original_queue} did not accept message {parked.message_id}; "
+                "it stays parked"
+            ) from None
+        await message.ack()
+
+    async def purge(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
 
 
 class _Taken(list[AbstractIncomingMessage]):

@@ -9,27 +9,29 @@ Purging deletes for good, so it asks first (or needs --yes).
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sagaline.settings import Settings
-from sagaline.tls import amqp_connect_options
 from sagaline_tools.cli import common
-from sagaline_tools.cli.checks import EXIT_UNAVAILABLE, _quiet_amqp_logs, check_broker
-from sagaline_tools.cli.output import CliError, one_line, print_json, safe_url, stdout, warning_line
+from sagaline_tools.cli.output import CliError, one_line, print_json, stdout, warning_line
+from sagaline_tools.cli.parking_access import (
+    finish,
+    open_parking,
+    operator_name,
+    resolve_queue,
+    selection_of,
+)
 
 if TYPE_CHECKING:
-    from sagaline.messaging.parking import ParkedMessage, ParkingQueues, Selection
+    from sagaline.messaging.parking import ParkedMessage, ParkingQueues
 
 T = TypeVar("T")
 
-_CONNECT_TIMEOUT = 15.0
 
 dlq_app = typer.Typer(
     help="Inspect, replay and purge parked (dead-lettered) messages.", no_args_is_help=True
@@ -47,9 +49,19 @@ ReasonFilter = Annotated[
     str | None, typer.Option("--reason", help="Every message parked for this reason.")
 ]
 Everything = Annotated[bool, typer.Option("--all", help="Every message in the queue.")]
+Note = Annotated[
+    str | None,
+    typer.Option("--note", help="Why; recorded in the audit trail with the operator's name."),
+]
+By = Annotated[
+    str | None, typer.Option("--by", help="Operator name for the audit trail (default: $USER).")
+]
 
 
 def register(app: typer.Typer) -> None:
+    from sagaline_tools.cli import dlq_jobs
+
+    dlq_app.command("jobs")(dlq_jobs.list_jobs)
     app.add_typer(dlq_app, name="dlq")
 
 
@@ -86,7 +98,7 @@ def show(
     """The parked messages of one queue, oldest first, without taking them out."""
 
     async def look(parking: ParkingQueues) -> tuple[str, int, list[ParkedMessage]]:
-        name = _resolve(parking, queue)
+        name = resolve_queue(parking, queue)
         return name, await parking.depth(name), await parking.peek(name, limit)
 
     name, depth, messages = _with_parking(look)
@@ -128,25 +140,62 @@ def _card(m: ParkedMessage) -> Table:
 
 @dlq_app.command("replay")
 def replay(
-    queue: Queue,
+    queue: Annotated[
+        str | None,
+        typer.Argument(help="Consumer name (orchestrator, payments, …) or parking queue name."),
+    ] = None,
     ids: Ids = None,
     reason: ReasonFilter = None,
     everything: Everything = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only show what would be replayed.")
     ] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate",
+            min=0.01,
+            help="Replay as a job at this many messages per second: progress is recorded in "
+            "the database, Ctrl-C pauses, --resume goes on.",
+        ),
+    ] = None,
+    stop_on_failure: Annotated[
+        bool,
+        typer.Option(
+            "--stop-on-failure", help="With --rate: stop when a replayed one fails again."
+        ),
+    ] = False,
+    resume: Annotated[
+        int | None,
+        typer.Option("--resume", metavar="JOB", help="Go on with a paused or stopped job."),
+    ] = None,
+    note: Note = None,
+    by: By = None,
     json_output: JsonOption = False,
 ) -> None:
     """Send parked messages back to the queue they came from (same message ids)."""
+    if resume is not None or rate is not None:
+        from sagaline_tools.cli.dlq_jobs import replay_job
+
+        replay_job(queue, ids, reason, everything, dry_run, rate, stop_on_failure, resume,
+                   note, by, json_output)  # fmt: skip
+        return
+    if stop_on_failure:
+        raise CliError("--stop-on-failure needs --rate (a replay job)", exit_code=2)
+    if queue is None:
+        raise CliError("name the parking queue (or --resume a job)", exit_code=2)
     selection = selection_of(ids, reason, everything)
+    operator = operator_name(by)
 
     async def go(parking: ParkingQueues) -> tuple[str, list[ParkedMessage]]:
-        name = _resolve(parking, queue)
+        name = resolve_queue(parking, queue)
         return name, await parking.replay(name, selection, dry_run=dry_run)
 
     name, chosen = _with_parking(go)
+    if not dry_run:
+        audit_best_effort(operator, "dlq-replay", name, note, chosen)
     verb = "would replay" if dry_run else "replayed"
-    _finish(name, chosen, ids, verb, json_output, {"dry_run": dry_run})
+    finish(name, chosen, ids, verb, json_output, {"dry_run": dry_run})
 
 
 @dlq_app.command("purge")
@@ -156,10 +205,13 @@ def purge(
     reason: ReasonFilter = None,
     everything: Everything = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    note: Note = None,
+    by: By = None,
     json_output: JsonOption = False,
 ) -> None:
     """Delete parked messages for good (asks first unless --yes)."""
     selection = selection_of(ids, reason, everything)
+    operator = operator_name(by)
     if not yes and not stdin_is_terminal():
         raise CliError(
             "purge deletes messages for good: pass --yes to confirm (no terminal to ask on)",
@@ -169,7 +221,7 @@ def purge(
     async def go(parking: ParkingQueues) -> tuple[str, list[ParkedMessage]]:
         from sagaline.messaging.parking import SCAN_LIMIT
 
-        name = _resolve(parking, queue)
+        name = resolve_queue(parking, queue)
         if not yes:
             matching = [m for m in await parking.peek(name, SCAN_LIMIT) if selection(m)]
             if not matching:
@@ -181,72 +233,34 @@ def purge(
         return name, await parking.purge(name, selection)
 
     name, removed = _with_parking(go)
-    _finish(name, removed, ids, "purged", json_output, {})
+    audit_best_effort(operator, "dlq-purge", name, note, removed)
+    finish(name, removed, ids, "purged", json_output, {})
+
+
+def audit_best_effort(
+    operator: str, action: str, queue: str, note: str | None, messages: list[ParkedMessage]
+) -> None:
+    """Record a replay or purge in the console's audit trail (one row per message, with its
+    saga) when the database has it; the broker action already happened, so a database that
+    cannot be reached is a warning, not a failure."""
+    if not messages:
+        return
+    from sagaline_tools.console.dlq_audit import record_messages
+
+    settings = common.load_settings()
+    try:
+        common.run(record_messages(settings, operator, action, queue, note or "", messages))
+    except Exception as exc:
+        warning_line(f"not recorded in the audit trail: {one_line(exc)}")
 
 
 def stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def selection_of(ids: list[str] | None, reason: str | None, everything: bool) -> Selection:
-    """Exactly one way of choosing: ids, a reason, or everything."""
-    from sagaline.messaging.parking import Selection
-
-    given = sum((bool(ids), reason is not None, everything))
-    if given != 1:
-        raise CliError("choose the messages with exactly one of --id, --reason or --all", 2)
-    return Selection(ids=frozenset(ids or ()), reason=reason, everything=everything)
-
-
-def _finish(
-    queue: str,
-    messages: list[ParkedMessage],
-    ids: list[str] | None,
-    verb: str,
-    json_output: bool,
-    extra: dict[str, Any],
-) -> None:
-    missing = sorted(set(ids or ()) - {m.message_id for m in messages})
-    if json_output:
-        print_json(
-            {
-                "queue": queue,
-                **extra,
-                "count": len(messages),
-                "not_found": missing,
-                "messages": [m.as_dict() for m in messages],
-            }
-        )
-    else:
-        console = stdout()
-        for m in messages:
-            target = f" → {m.original_queue}" if verb != "purged" else ""
-            line = f"  {m.message_type or '?'} {m.message_id or '-'} ({m.reason}){target}"
-            console.print(escape(line), soft_wrap=True)
-        console.print(f"{verb} {len(messages)} message(s) from {queue}", soft_wrap=True)
-    if missing:
-        warning_line(f"not parked in {queue}: {', '.join(missing)}")
-        raise typer.Exit(1)
-
-
-def _resolve(parking: ParkingQueues, queue: str) -> str:
-    from sagaline.messaging.parking import DlqError
-
-    try:
-        return parking.resolve(queue)
-    except DlqError as exc:
-        raise CliError(str(exc), exit_code=2) from None
-
-
 def _short(timestamp: str | None) -> str:
     """ISO-8601 from a header, to the second (the headers are written in UTC)."""
     return "-" if not timestamp else timestamp[:19].replace("T", " ")
-
-
-def consumers() -> list[str]:
-    from contracts.topology import ORCHESTRATOR
-
-    return [ORCHESTRATOR, *common.worker_names()]
 
 
 def _with_parking(work: Callable[[ParkingQueues], Awaitable[T]]) -> T:
@@ -257,32 +271,3 @@ def _with_parking(work: Callable[[ParkingQueues], Awaitable[T]]) -> T:
             return await work(parking)
 
     return common.run(run())
-
-
-@contextlib.asynccontextmanager
-async def open_parking(settings: Settings) -> AsyncIterator[ParkingQueues]:
-    import aio_pika
-
-    from sagaline.messaging.parking import DlqError, ParkingQueues
-
-    try:
-        # One connection, with room for a busy broker; only a failure pays for the check
-        # that turns it into one clear line (refused, unknown host, bad login, …).
-        with _quiet_amqp_logs():
-            connection = await aio_pika.connect(
-                settings.amqp_url, timeout=_CONNECT_TIMEOUT, **amqp_connect_options(settings)
-            )
-    except Exception as exc:
-        await check_broker(settings)
-        raise CliError(
-            f"cannot reach RabbitMQ at {safe_url(settings.amqp_url)}: {one_line(exc)}",
-            EXIT_UNAVAILABLE,
-        ) from None
-    try:
-        yield ParkingQueues(
-            connection, settings.topology, consumers(), user_id=settings.broker_user
-        )
-    except DlqError as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        await connection.close()
