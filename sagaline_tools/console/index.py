@@ -332,9 +332,7 @@ class Reconciler(BackgroundLoop):
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(parked.c.queue, func.sum(parked.c.copies))
-                    .where(parked.c.missing_since.is_(None))
-                    .group_by(parked.c.queue)
+                    select(parked.c.queue, func.sum(parked.c.copies)).group_by(parked.c.queue)
                 )
             ).all()
         return {str(q): int(n or 0) for q, n in rows}
