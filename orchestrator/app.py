@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.registry import reply_types
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR, Topology
+from orchestrator.contract_routes import mount_contract_routes
 from orchestrator.engine import EngineConfig
 from orchestrator.intake import BatchIntake, SingleIntake, StepObserver
 from orchestrator.metrics import DatabaseSampler, SagaMetrics
@@ -69,7 +70,7 @@ class Orchestrator:
         self.timers: TimerLoop | None = None
 
     def build(self) -> AsgiFastStream:
-        return build_service(
+        app = build_service(
             self.settings,
             ORCHESTRATOR,
             event_bindings,
@@ -82,6 +83,9 @@ class Orchestrator:
                 guarded_types=frozenset(t.message_type for t in reply_types()),
             ),
         )
+        # The published contract of this build, for teams that publish to it.
+        mount_contract_routes(app, self.settings.topology)
+        return app
 
     async def _declare_workers(self, resources: Resources) -> None:
         # Declaring worker queues here makes commands routable even before a worker first
