@@ -146,7 +146,8 @@ def _bounds(old: Schema, new: Schema, path: str) -> Iterator[tuple[str, str]]:
             yield path, f"{key} lowered from {old.get(key, 'none')} to {new[key]}"
     for key in _EXACT:
         if key in new and new[key] != old.get(key):
-            yield path, f"{key} changed from {old.get(key, 'none')!r} to {new[key]!r}"
+            was = repr(old[key]) if key in old else "none"
+            yield path, f"{key} changed from {was} to {new[key]!r}"
 
 
 def _values(old: Schema, new: Schema, path: str) -> Iterator[tuple[str, str]]:
