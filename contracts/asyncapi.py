@@ -27,7 +27,7 @@ from contracts.schema_export import (
     envelope_properties,
     kind_of,
 )
-from contracts.topology import Topology
+from contracts.topology import H_ATTEMPT, H_REASON, H_REPLAY_COUNT, Topology
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
@@ -188,6 +188,21 @@ def _operation(message: type[Message], workflows: Sequence[WorkflowFacts]) -> tu
     return f"{action}{name}", operation
 
 
+PARKED_HEADERS = "ParkedMessageHeaders"
+
+
+def _parked_headers() -> Schema:
+    """The headers of a retried or parked copy, as a schema that AsyncAPI tools can render."""
+    properties: Schema = {
+        name: {"type": "string", "description": text}
+        for name, text in behaviour.PARKING_HEADERS.items()
+    }
+    properties[H_REASON] |= {"enum": [reason.value for reason in behaviour.PARK_REASONS]}
+    properties[H_ATTEMPT] |= {"type": "integer", "minimum": 0}
+    properties[H_REPLAY_COUNT] |= {"type": "integer", "minimum": 0}
+    return {"type": "object", "properties": properties}
+
+
 def _parking(topology: Topology) -> Schema:
     return {
         "description": (
@@ -201,6 +216,7 @@ def _parking(topology: Topology) -> Schema:
         "retryDelaysMs": list(topology.retry_delays_ms),
         "reasons": {reason.value: text for reason, text in behaviour.PARK_REASONS.items()},
         "headers": dict(behaviour.PARKING_HEADERS),
+        "headersSchema": {"$ref": f"#/components/schemas/{PARKED_HEADERS}"},
     }
 
 
@@ -278,7 +294,9 @@ def build_asyncapi(
         "operations": operations,
         "components": {
             "messages": components,
-            "schemas": dict(sorted(schemas.components.items())),
+            "schemas": dict(
+                sorted({**schemas.components, PARKED_HEADERS: _parked_headers()}.items())
+            ),
         },
         "x-sagaline-publishing": _publishing(topology),
         "x-sagaline-parking": _parking(topology),

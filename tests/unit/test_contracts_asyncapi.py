@@ -234,3 +234,7 @@ def test_every_parking_reason_and_header_is_documented(document: dict[str, Any])
     documented = set(behaviour.PARKING_HEADERS) | set(behaviour.MESSAGE_HEADERS)
     assert documented == headers
     assert set(document["x-sagaline-parking"]["headers"]) == set(behaviour.PARKING_HEADERS)
+    schema = document["components"]["schemas"]["ParkedMessageHeaders"]
+    assert set(schema["properties"]) == set(behaviour.PARKING_HEADERS)
+    reason = schema["properties"][topology_module.H_REASON]
+    assert set(reason["enum"]) == {r.value for r in ParkReason}
