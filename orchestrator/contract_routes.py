@@ -7,7 +7,7 @@ from memory. An unknown name is a JSON 404 naming where the list is.
 
 from __future__ import annotations
 
-from functools import cached_property
+import asyncio
 from typing import Any
 
 from faststream.asgi import AsgiResponse, get
@@ -24,20 +24,23 @@ _JSON = {"Content-Type": "application/json"}
 
 
 class ContractDocuments:
-    """The rendered documents by file name, built once."""
+    """The rendered documents by file name, built once, off the event loop (the loop keeps
+    handling messages meanwhile; two first requests at once may both build, harmlessly)."""
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
+        self._files: dict[str, bytes] | None = None
 
-    @cached_property
-    def files(self) -> dict[str, bytes]:
+    async def files(self) -> dict[str, bytes]:
+        if self._files is None:
+            self._files = await asyncio.to_thread(self._build)
+        return self._files
+
+    def _build(self) -> dict[str, bytes]:
         return {
             name: render(document).encode()
             for name, document in contract_documents(self.topology).items()
         }
-
-    def schema_names(self) -> list[str]:
-        return sorted(name for name in self.files if name != ASYNCAPI_FILE)
 
 
 def mount_contract_routes(app: ServiceApp, topology: Topology) -> None:
@@ -45,16 +48,17 @@ def mount_contract_routes(app: ServiceApp, topology: Topology) -> None:
 
     @get(include_in_schema=False)
     async def asyncapi(scope: Any) -> AsgiResponse:
-        return AsgiResponse(documents.files[ASYNCAPI_FILE], 200, _JSON)
+        return AsgiResponse((await documents.files())[ASYNCAPI_FILE], 200, _JSON)
 
     @get(include_in_schema=False)
     async def schemas(scope: Scope) -> AsgiResponse:
-        path = str(scope.get("path", ""))
-        name = path.removeprefix(SCHEMAS_PREFIX)
+        files = await documents.files()
+        name = str(scope.get("path", "")).removeprefix(SCHEMAS_PREFIX)
         if not name:
-            return AsgiResponse(render({"schemas": documents.schema_names()}).encode(), 200, _JSON)
-        if name != ASYNCAPI_FILE and name in documents.files:
-            return AsgiResponse(documents.files[name], 200, _JSON)
+            names = sorted(n for n in files if n != ASYNCAPI_FILE)
+            return AsgiResponse(render({"schemas": names}).encode(), 200, _JSON)
+        if name != ASYNCAPI_FILE and name in files:
+            return AsgiResponse(files[name], 200, _JSON)
         return json_error(
             404,
             "no schema of that name: message types are case-sensitive; GET /schemas/ lists all",
