@@ -4,10 +4,11 @@
     .venv/bin/python deploy/rabbitmq/make_definitions.py --namespace shop --vhost /shop > ...
 
 Passwords come from SAGALINE_RABBITMQ_PASSWORD_<ROLE> (ORCHESTRATOR, PAYMENTS, ..., OPERATOR,
-ADMIN); a role without one gets the development value `<user>-dev`. The checked-in
-deploy/rabbitmq/definitions.json is this script's output with those development values: generate
-your own, with your passwords, for anything shared (docker-compose.yml reads the file named by
-SAGALINE_RABBITMQ_DEFINITIONS). Only salted SHA-256 hashes are written, never a password.
+CONSOLE, CONSOLE_VIEWER, ADMIN); a role without one gets the development value `<user>-dev`.
+The checked-in deploy/rabbitmq/definitions.json is this script's output with those development
+values: generate your own, with your passwords, for anything shared (docker-compose.yml reads
+the file named by SAGALINE_RABBITMQ_DEFINITIONS). Only salted SHA-256 hashes are written, never
+a password.
 
 The file also declares the whole topology (exchanges, every consumer's work, retry and parking
 queue with its arguments, and the bindings), from the same contracts the processes use, for the
@@ -26,7 +27,11 @@ configure for declare/delete, write for publish/bind-to-queue, read for consume/
                 orchestrator first starts), consumes only its own queue, publishes events
                 (replies), parks and retries its own messages;
   operator      the CLI: publishes events (demos), reads and replays parking queues; declares
-                nothing;
+                only a replay job's private watch queue;
+  console       the operations console: reads and replays parking queues, consumes its feed
+                (a copy of every parked message) and declares it and its watch queues;
+  console-viewer
+                a read-only console: consumes only its feed; cannot take a parked message;
   admin         the management UI's administrator (a node that loads definitions at boot creates
                 no default user); no sagaline process uses it.
 Broker permissions say where a user may publish, not what: any user with write access to the
@@ -83,6 +88,10 @@ def permissions(namespace: str, workers: Sequence[str]) -> dict[str, dict[str, s
     exchanges = r"(?:events|commands|parking)"
     own_queues = r"(?:\.retry\.[0-9]+ms|\.parking)?"
     everyone = _alternatives(consumers)
+    # The console's copy of everything parked (its index), and the private queues a replay job
+    # binds to the parking exchange to see re-failures (sagaline_tools/console/replay.py).
+    feed = rf"{ns}\.console\.parked-feed"
+    watch = rf"{ns}\.replay-watch\.[0-9]+-[0-9a-f]+"
     roles = {
         "orchestrator": {
             "configure": rf"^{ns}\.(?:{exchanges}|(?:{everyone}){own_queues})$",
@@ -91,9 +100,19 @@ def permissions(namespace: str, workers: Sequence[str]) -> dict[str, dict[str, s
             "read": rf"^{ns}\.(?:{exchanges}|orchestrator|(?:{everyone})\.parking)$",
         },
         "operator": {
-            "configure": "^$",
-            "write": rf"^(?:{re.escape(DEFAULT_EXCHANGE)}|{ns}\.events)$",
-            "read": rf"^{ns}\.(?:{everyone})\.parking$",
+            "configure": rf"^{watch}$",
+            "write": rf"^(?:{re.escape(DEFAULT_EXCHANGE)}|{ns}\.events|{watch})$",
+            "read": rf"^{ns}\.(?:(?:{everyone})\.parking|parking)$|^{watch}$",
+        },
+        "console": {
+            "configure": rf"^(?:{feed}|{watch})$",
+            "write": rf"^(?:{re.escape(DEFAULT_EXCHANGE)}|{feed}|{watch})$",
+            "read": rf"^{ns}\.(?:(?:{everyone})\.parking|parking)$|^(?:{feed}|{watch})$",
+        },
+        "console-viewer": {
+            "configure": rf"^{feed}$",
+            "write": rf"^{feed}$",
+            "read": rf"^(?:{ns}\.parking|{feed})$",
         },
     }
     for worker in workers:
@@ -114,12 +133,13 @@ def user_name(namespace: str, role: str) -> str:
 def sender_settings(namespace: str, workers: Sequence[str]) -> dict[str, str]:
     """Who may send what, as the processes' settings (docker-compose.yml sets these values):
     workers execute commands from the orchestrator, the orchestrator takes replies from the
-    workers. The operator is in both lists because `sagaline dlq replay` sends a parked message
-    back as the operator's user; drop it where no command may come from a person."""
-    operator = user_name(namespace, "operator")
+    workers. The operator and the console are in both lists because `sagaline dlq replay` and
+    the console's replays send a parked message back as their own user; drop them where no
+    command may come from a person."""
+    people = f"{user_name(namespace, 'operator')},{user_name(namespace, 'console')}"
     return {
-        "SAGALINE_COMMAND_SENDERS": f"{user_name(namespace, 'orchestrator')},{operator}",
-        "SAGALINE_REPLY_SENDERS": ",".join([*(user_name(namespace, w) for w in workers), operator]),
+        "SAGALINE_COMMAND_SENDERS": f"{user_name(namespace, 'orchestrator')},{people}",
+        "SAGALINE_REPLY_SENDERS": ",".join([*(user_name(namespace, w) for w in workers), people]),
     }
 
 
@@ -201,6 +221,14 @@ def topology(layout: Layout, vhost: str) -> dict[str, list[dict[str, Any]]]:
             queue(t.retry_queue(consumer, delay), t.retry_queue_arguments(consumer, delay))
         queue(t.parking_queue(consumer), t.parking_queue_arguments())
         bind(t.parking_exchange, t.parking_queue(consumer), work)
+    # The console's feed (sagaline_tools/console/index.py): a copy of every parked message,
+    # declared here so that copies wait for a console that is not running yet.
+    from sagaline_tools.console.index import feed_arguments, feed_queue
+
+    feed = feed_queue(t)
+    queue(feed, feed_arguments())
+    for consumer in routes:
+        bind(t.parking_exchange, feed, t.work_queue(consumer))
     return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
 
 
@@ -251,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     delays = tuple(int(float(d) * 1000) for d in args.retry_delays.split(",") if d.strip())
     layout = layout_of_this_build(args.namespace, delays, args.delivery_limit)
-    roles = ["orchestrator", "operator", "admin", *layout.workers]
+    roles = ["orchestrator", "operator", "console", "console-viewer", "admin", *layout.workers]
     passwords = {
-        role: os.environ.get(f"SAGALINE_RABBITMQ_PASSWORD_{role.upper()}", "") for role in roles
+        role: os.environ.get(f"SAGALINE_RABBITMQ_PASSWORD_{role.upper().replace('-', '_')}", "")
+        for role in roles
     }
     document = definitions(layout, passwords, args.vhost)
     json.dump(document, sys.stdout, indent=2)

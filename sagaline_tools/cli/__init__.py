@@ -20,11 +20,36 @@ import typer
 from typer._click.exceptions import Abort, ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from sagaline_tools.cli import approvals, bench, demo, diagram, dlq, migrate, saga, timers, up
+from sagaline_tools.cli import (
+    approvals,
+    bench,
+    console,
+    demo,
+    diagram,
+    dlq,
+    migrate,
+    operator,
+    saga,
+    timers,
+    up,
+)
 from sagaline_tools.cli import contracts as contracts_command
 from sagaline_tools.cli.output import CliError, error_line, one_line
 
-_COMMANDS = (migrate, up, demo, dlq, saga, timers, diagram, approvals, bench, contracts_command)
+_COMMANDS = (
+    migrate,
+    up,
+    demo,
+    dlq,
+    saga,
+    timers,
+    diagram,
+    approvals,
+    bench,
+    contracts_command,
+    console,
+    operator,
+)
 
 DEBUG_ENV = "SAGALINE_DEBUG"
 """Set to 1 to let unexpected errors show their traceback (for bug reports)."""

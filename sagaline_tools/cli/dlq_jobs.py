@@ -70,7 +70,7 @@ def replay_job(
         async def plan() -> tuple[str, int | None, list[dict[str, object]]]:
             from sagaline_tools.console.replay import Item, ReplayJobs, plan_by_scan
 
-            async with open_parking(settings) as parking, _engine(settings) as engine:
+            async with open_parking(settings) as parking, database(settings) as engine:
                 name = resolve_queue(parking, queue)
                 items: list[Item] = await plan_by_scan(parking, name, selection)
                 shown: list[dict[str, object]] = [
@@ -119,7 +119,7 @@ def _run_job(settings: Settings, job_id: int, json_output: bool) -> Job:
     progress = _Progress(quiet=json_output)
 
     async def go() -> Job:
-        async with open_parking(settings) as parking, _engine(settings) as engine:
+        async with open_parking(settings) as parking, database(settings) as engine:
             runner = ReplayRunner(
                 ReplayJobs(engine), parking, runner=runner_name(), on_progress=progress
             )
@@ -191,7 +191,7 @@ def list_jobs(
     settings = common.load_settings()
 
     async def go() -> list[Job]:
-        async with _engine(settings) as engine:
+        async with database(settings) as engine:
             return await ReplayJobs(engine).recent(limit)
 
     jobs = common.run(go())
@@ -210,7 +210,7 @@ def list_jobs(
 
 
 @contextlib.asynccontextmanager
-async def _engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+async def database(settings: Settings) -> AsyncIterator[AsyncEngine]:
     from sqlalchemy.exc import DBAPIError
 
     from sagaline.db import create_unpooled_engine

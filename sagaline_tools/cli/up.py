@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import socket
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -81,6 +82,12 @@ def up(
     log_dir: Annotated[
         Path, typer.Option("--log-dir", help="Where each process's output goes (<name>.log).")
     ] = Path(".sagaline/logs"),
+    console_port: Annotated[
+        int,
+        typer.Option(
+            "--console-port", min=0, max=65535, help="Port of the operations console; 0: none."
+        ),
+    ] = 8090,
 ) -> None:
     """Run the orchestrator and every worker as separate processes until Ctrl-C or SIGTERM.
 
@@ -89,6 +96,8 @@ def up(
     """
     settings = common.load_settings()
     specs = _plan(workers, base_port)
+    if console_port:
+        specs.append(console_spec(console_port, specs))
     _check_ports_free(specs, settings.http_host)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +112,11 @@ def up(
         f"starting {len(specs)} processes (namespace [bold]{settings.namespace}[/], "
         f"logs in {log_dir}/); Ctrl-C to stop"
     )
+    if console_port:
+        console.print(
+            f"operations console: [bold]http://127.0.0.1:{console_port}/[/] "
+            "(accounts: `sagaline operator add NAME --role admin`)"
+        )
     runner = Runner(children, env=os.environ, log_dir=log_dir, stop_timeout=stop_timeout)
     if console.is_terminal:
         with Live(console=console, auto_refresh=False) as live:
@@ -140,6 +154,18 @@ def _plan(workers: list[str] | None, base_port: int) -> list[ChildSpec]:
         return plan_children(chosen, base_port)
     except ValueError as exc:
         raise CliError(str(exc), exit_code=2) from None
+
+
+def console_spec(port: int, others: list[ChildSpec]) -> ChildSpec:
+    """The console on 127.0.0.1 (it has a login, but a trial need not face the network)."""
+    taken = {spec.port: spec.name for spec in others}
+    if port in taken:
+        raise CliError(
+            f"console port {port} is {taken[port]}'s; choose another with --console-port",
+            exit_code=2,
+        )
+    argv = (sys.executable, "-m", "sagaline_tools.cli", "console", "--host", "127.0.0.1")
+    return ChildSpec("console", (*argv, "--port", str(port)), port)
 
 
 def _check_ports_free(specs: list[ChildSpec], host: str) -> None:

@@ -40,8 +40,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -70,16 +74,19 @@ def feed_arguments() -> dict[str, Any]:
     return {"x-queue-type": "classic", "x-max-length": FEED_MAX_LENGTH, "x-overflow": "drop-head"}
 
 
-async def declare_feed(channel: AbstractChannel, topology: Topology, consumers: list[str]) -> None:
-    """The feed queue and one binding per consumer (its work queue is the parking route)."""
+async def declare_feed(
+    channel: AbstractChannel, topology: Topology, consumers: list[str]
+) -> AbstractQueue:
+    """The feed queue and one binding per consumer (its work queue is the parking route).
+
+    The parking exchange is the processes' to declare (the console has no right to): until
+    one of them has run, binding fails and the ingest retries with backoff."""
     queue = await channel.declare_queue(
         feed_queue(topology), durable=True, arguments=feed_arguments()
     )
-    exchange = await channel.declare_exchange(
-        topology.parking_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
     for consumer in consumers:
-        await queue.bind(exchange, topology.work_queue(consumer))
+        await queue.bind(topology.parking_exchange, topology.work_queue(consumer))
+    return queue
 
 
 def plain_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,9 +218,7 @@ class FeedIngest(BackgroundLoop):
     async def _subscribe(self) -> None:
         self._channel = await self.connection.channel()
         await self._channel.set_qos(prefetch_count=INGEST_BATCH * 2)
-        queue = await self._channel.declare_queue(
-            feed_queue(self.topology), durable=True, arguments=feed_arguments()
-        )
+        queue = await declare_feed(self._channel, self.topology, self.consumers)
         self._buffer = asyncio.Queue()
         await queue.consume(self._buffer.put)
 

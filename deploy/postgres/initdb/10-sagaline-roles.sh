@@ -7,4 +7,6 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
     -v database="${POSTGRES_DB:-sagaline}" \
     -v owner_password="${SAGALINE_DB_PASSWORD_OWNER:?set SAGALINE_DB_PASSWORD_OWNER}" \
     -v app_password="${SAGALINE_DB_PASSWORD_APP:?set SAGALINE_DB_PASSWORD_APP}" \
+    -v console_password="${SAGALINE_DB_PASSWORD_CONSOLE:?set SAGALINE_DB_PASSWORD_CONSOLE}" \
+    -v console_viewer_password="${SAGALINE_DB_PASSWORD_CONSOLE_VIEWER:?set SAGALINE_DB_PASSWORD_CONSOLE_VIEWER}" \
     -f /sagaline/roles.sql
