@@ -32,6 +32,7 @@ from consumers.faults import FaultSwitch
 from consumers.inbox import StoredReply, claim_batch, reply_envelope, store_replies
 from consumers.settings import WorkerSettings
 from contracts.base import Command, ReplyEvent
+from contracts.behaviour import CONTENT_TYPE
 from contracts.envelope import Envelope
 from contracts.topology import (
     H_CAUSATION_ID,
@@ -42,7 +43,6 @@ from contracts.topology import (
 from sagaline.faults import crash_point
 from sagaline.messaging.delivery import attempt_header
 from sagaline.messaging.errors import PermanentMessageError, ReportableError
-from sagaline.messaging.publish import CONTENT_TYPE
 
 log = logging.getLogger("consumers.runtime")
 

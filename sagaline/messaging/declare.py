@@ -11,13 +11,19 @@ from collections.abc import Iterable
 import aio_pika
 from aio_pika.abc import AbstractChannel, ExchangeType
 
+from contracts.behaviour import EXCHANGE_TYPES
 from contracts.topology import Topology
 
 
 async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> None:
-    await channel.declare_exchange(topology.events_exchange, ExchangeType.TOPIC, durable=True)
-    await channel.declare_exchange(topology.commands_exchange, ExchangeType.TOPIC, durable=True)
-    await channel.declare_exchange(topology.parking_exchange, ExchangeType.DIRECT, durable=True)
+    """The three exchanges, of the kinds the published contract states (contracts.behaviour)."""
+    names = {
+        "events": topology.events_exchange,
+        "commands": topology.commands_exchange,
+        "parking": topology.parking_exchange,
+    }
+    for role, name in names.items():
+        await channel.declare_exchange(name, ExchangeType(EXCHANGE_TYPES[role]), durable=True)
 
 
 async def declare_consumer(

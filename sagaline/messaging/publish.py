@@ -7,10 +7,9 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, DeliveryMode
 
+from contracts.behaviour import CONTENT_TYPE
 from contracts.envelope import Envelope
 from contracts.topology import H_CAUSATION_ID, H_SCHEMA_VERSION
-
-CONTENT_TYPE = "application/json"
 
 
 def amqp_message(

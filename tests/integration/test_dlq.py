@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
+from contracts.behaviour import CONTENT_TYPE
 from contracts.envelope import new_envelope
 from contracts.topology import H_ORIGINAL_QUEUE, H_REASON, ORCHESTRATOR
 from sagaline.messaging.declare import declare_consumer
-from sagaline.messaging.publish import CONTENT_TYPE, publish_envelope
+from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
 from tests.integration.test_admin import (
     Stack,

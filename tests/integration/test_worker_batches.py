@@ -28,10 +28,10 @@ from consumers.shipping.spec import SPEC as SHIPPING
 from consumers.testing import offline_worker
 from contracts import order as o
 from contracts.base import Command
+from contracts.behaviour import CONTENT_TYPE
 from contracts.envelope import Envelope, new_envelope
 from sagaline.db import create_unpooled_engine
 from sagaline.messaging.parsing import parse_body
-from sagaline.messaging.publish import CONTENT_TYPE
 from sagaline.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
