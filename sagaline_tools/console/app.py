@@ -282,7 +282,9 @@ def _safe_next(value: str | None) -> str:
 async def overview(request: Request) -> Response:
     s: Services = request.app.state.services
     data = await queries.overview(s.engine, s.clock(), s.console.stuck_after)
-    return render(request, "overview.html", o=data, stuck_after=s.console.stuck_after_minutes)
+    seconds = max(int(s.console.stuck_after.total_seconds()), 1)
+    stuck = f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+    return render(request, "overview.html", o=data, stuck=stuck)
 
 
 @page
