@@ -400,8 +400,13 @@ def _selection(request: Request) -> dict[str, Any]:
     form = request.state.form
     ids = [int(v) for v in form.getlist("ids") if isinstance(v, str) and v.isdigit()]
     params: dict[str, Any] = {"ids": ids}
-    for key in ("queue", "reason", "fingerprint"):
-        value = form.get(key)
+    # The park reason travels as park_reason: `reason` is the operator's why, on every form.
+    for key, field in (
+        ("queue", "queue"),
+        ("reason", "park_reason"),
+        ("fingerprint", "fingerprint"),
+    ):
+        value = form.get(field)
         if isinstance(value, str) and value:
             params[key] = value
     return params
