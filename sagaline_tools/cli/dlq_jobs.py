@@ -183,12 +183,41 @@ def _report(job: Job, json_output: bool) -> None:
 
 def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 20,
+    pause: Annotated[
+        int | None, typer.Option("--pause", metavar="JOB", help="Pause a running job.")
+    ] = None,
+    stop: Annotated[
+        int | None, typer.Option("--stop", metavar="JOB", help="Stop a running job for good.")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Why (audit trail).")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Operator name (default $USER).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Replay jobs, newest first: progress, status and who started them."""
-    from sagaline_tools.console.replay import ReplayJobs
+    """Replay jobs, newest first: progress, status and who started them; --pause or --stop
+    one (wherever it runs, the console or a terminal, it halts at its next heartbeat)."""
+    from sagaline_tools.console.replay import JobError, ReplayJobs
 
     settings = common.load_settings()
+    if pause is not None and stop is not None:
+        raise CliError("--pause or --stop, not both", exit_code=2)
+    if pause is not None or stop is not None:
+        op, job_id = ("pause", pause) if pause is not None else ("stop", stop)
+        assert job_id is not None
+        operator = operator_name(by)
+
+        async def control() -> Job:
+            async with database(settings) as engine:
+                try:
+                    return await ReplayJobs(engine).control(job_id, op, operator, note or "")
+                except JobError as exc:
+                    raise CliError(str(exc)) from None
+
+        job = common.run(control())
+        if json_output:
+            print_json(job.as_dict())
+        else:
+            stdout().print(f"replay job {job.id}: {job.status}")
+        return
 
     async def go() -> list[Job]:
         async with database(settings) as engine:

@@ -24,15 +24,7 @@ from sagaline_tools.console import audit
 from sagaline_tools.console.index import forget
 from sagaline_tools.console.keys import key_of
 from sagaline_tools.console.queries import ParkedFilter, parked_selection
-from sagaline_tools.console.replay import (
-    CANCELLED,
-    PAUSED,
-    RUNNING,
-    STOPPED,
-    Item,
-    JobError,
-    ReplayJobs,
-)
+from sagaline_tools.console.replay import Item, JobError, ReplayJobs
 from sagaline_tools.console.rights import Action, Verdict, decide
 from sagaline_tools.console.tables import approvals, replay_jobs
 
@@ -275,27 +267,19 @@ class Actions:
         return Outcome(f"purged {len(removed)} message(s) from {queue}{gone}", "/dlq")
 
     async def _control(self, operator: str, params: dict[str, Any], reason: str) -> Outcome:
-        job_id = int(params["job"])
-        op = str(params["op"])
-        job = await self.jobs.get(job_id)
-        target = {"pause": PAUSED, "stop": CANCELLED, "resume": RUNNING}.get(op)
-        if target is None:
-            raise BadRequest(f"unknown job operation {op!r}")
-        if op == "resume" and job.status not in (PAUSED, STOPPED):
-            raise BadRequest(
-                f"replay job {job_id} is {job.status}; only a paused or stopped job resumes"
-            )
-        if op != "resume" and job.status != RUNNING:
-            raise BadRequest(f"replay job {job_id} is {job.status}, not running")
-        async with self.engine.begin() as conn:
-            values: dict[str, Any] = {"status": target, "updated_at": self.clock()}
-            if op == "resume":
-                values |= {"runner": CONSOLE_RUNNER, "heartbeat_at": None, "note": ""}
-            await conn.execute(update(replay_jobs).where(replay_jobs.c.id == job_id).values(values))
-            await audit.record(
-                conn, operator, f"job-{op}", f"{job.queue} job {job_id}", reason,
-                details={"job": job_id},
-            )  # fmt: skip
+        job_id, op = int(params["job"]), str(params["op"])
+        try:
+            await self.jobs.control(job_id, op, operator, reason)
+        except JobError as exc:
+            raise BadRequest(str(exc)) from None
+        if op == "resume":
+            # Resumed from the console: the console's job loop runs it.
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(replay_jobs)
+                    .where(replay_jobs.c.id == job_id)
+                    .values(runner=CONSOLE_RUNNER)
+                )
         return Outcome(f"replay job {job_id}: {op}", f"/dlq/jobs/{job_id}")
 
 

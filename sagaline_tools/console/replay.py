@@ -226,6 +226,31 @@ class ReplayJobs:
             )
         return await self.get(job_id)
 
+    async def control(self, job_id: int, op: str, operator: str, reason: str) -> Job:
+        """An operator's pause, stop or resume (console or CLI): the runner, wherever it runs,
+        sees the new status at its next heartbeat; a resumed console job is picked up by the
+        console's job loop, a CLI one by `dlq replay --resume`."""
+        target = {"pause": PAUSED, "stop": CANCELLED, "resume": RUNNING}.get(op)
+        if target is None:
+            raise JobError(f"unknown job operation {op!r}")
+        job = await self.get(job_id)
+        if op == "resume" and job.status not in (PAUSED, STOPPED):
+            raise JobError(
+                f"replay job {job_id} is {job.status}; only a paused or stopped job resumes"
+            )
+        if op != "resume" and job.status != RUNNING:
+            raise JobError(f"replay job {job_id} is {job.status}, not running")
+        async with self.engine.begin() as conn:
+            values: dict[str, Any] = {"status": target, "updated_at": self.clock()}
+            if op == "resume":
+                values |= {"heartbeat_at": None, "note": ""}
+            await conn.execute(update(replay_jobs).where(replay_jobs.c.id == job_id).values(values))
+            await audit.record(
+                conn, operator, f"job-{op}", f"{job.queue} job {job_id}", reason,
+                details={"job": job_id}, at=self.clock(),
+            )  # fmt: skip
+        return await self.get(job_id)
+
     async def heartbeat(self, job_id: int) -> str:
         """Keep the claim alive; returns the status (an operator may have paused or stopped it)."""
         now = self.clock()

@@ -264,3 +264,28 @@ async def test_watching_for_refailures_needs_broker_rights_when_asked(
     assert stopped.status == STOPPED
     assert "cannot watch for re-failures" in stopped.note
     assert await depth(ns, ns.topology.parking_queue("payments")) == 1
+
+
+async def test_cli_pauses_and_stops_jobs_wherever_they_run(
+    ns: Settings, engine: AsyncEngine
+) -> None:
+    await park(ns, 2)
+    job_id = await make_job(ns, engine, rate=100.0)
+    paused = await cli(ns, "dlq", "jobs", "--pause", str(job_id), "--note", "db upgrade")
+    assert paused.exit_code == 0, paused.stderr
+    assert f"replay job {job_id}: paused" in paused.stdout
+    again = await cli(ns, "dlq", "jobs", "--pause", str(job_id))
+    assert again.exit_code == 1
+    assert again.stderr.strip() == f"error: replay job {job_id} is paused, not running"
+    resumed = await cli(ns, "dlq", "replay", "--resume", str(job_id), "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == DONE
+    stopped = await cli(ns, "dlq", "jobs", "--stop", str(job_id))
+    assert stopped.exit_code == 1 and "is done, not running" in stopped.stderr
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(audit).where(audit.c.action == "job-pause").order_by(audit.c.id.desc())
+            )
+        ).first()
+    assert row is not None and (row.actor, row.reason) == ("operator:ops-tester", "db upgrade")
