@@ -31,7 +31,7 @@ from sagaline_tools.cli.parking_access import (
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from sagaline_tools.console.replay import Job
+    from sagaline_tools.console.jobs import Job
 
 _UNDEFINED_TABLE = "42P01"
 
@@ -68,7 +68,8 @@ def replay_job(
         described = {"ids": sorted(ids or ()), "reason": reason, "all": everything}
 
         async def plan() -> tuple[str, int | None, list[dict[str, object]]]:
-            from sagaline_tools.console.replay import Item, ReplayJobs, plan_by_scan
+            from sagaline_tools.console.jobs import Item, ReplayJobs
+            from sagaline_tools.console.replay import plan_by_scan
 
             async with open_parking(settings) as parking, database(settings) as engine:
                 name = resolve_queue(parking, queue)
@@ -114,7 +115,8 @@ def _print_plan(
 
 
 def _run_job(settings: Settings, job_id: int, json_output: bool) -> Job:
-    from sagaline_tools.console.replay import JobError, ReplayJobs, ReplayRunner
+    from sagaline_tools.console.jobs import JobError, ReplayJobs
+    from sagaline_tools.console.replay import ReplayRunner
 
     progress = _Progress(quiet=json_output)
 
@@ -195,7 +197,7 @@ def list_jobs(
 ) -> None:
     """Replay jobs, newest first: progress, status and who started them; --pause or --stop
     one (wherever it runs, the console or a terminal, it halts at its next heartbeat)."""
-    from sagaline_tools.console.replay import JobError, ReplayJobs
+    from sagaline_tools.console.jobs import JobError, ReplayJobs
 
     settings = common.load_settings()
     if pause is not None and stop is not None:

@@ -22,9 +22,9 @@ from orchestrator.timer_admin import TimerAdmin
 from sagaline.messaging.parking import ParkingQueues
 from sagaline_tools.console import audit
 from sagaline_tools.console.index import forget
+from sagaline_tools.console.jobs import Item, JobError, ReplayJobs
 from sagaline_tools.console.keys import key_of
 from sagaline_tools.console.queries import ParkedFilter, parked_selection
-from sagaline_tools.console.replay import Item, JobError, ReplayJobs
 from sagaline_tools.console.rights import Action, Verdict, decide
 from sagaline_tools.console.tables import approvals, replay_jobs
 

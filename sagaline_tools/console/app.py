@@ -36,6 +36,7 @@ from sagaline_tools.console.forms import (
     timer_action,
 )
 from sagaline_tools.console.index import FeedIngest, Reconciler
+from sagaline_tools.console.jobs import ReplayJobs
 from sagaline_tools.console.pages import (
     approvals_page,
     audit_page,
@@ -52,7 +53,6 @@ from sagaline_tools.console.pages import (
     sagas,
     timers_page,
 )
-from sagaline_tools.console.replay import ReplayJobs
 from sagaline_tools.console.runner import JobLoop
 from sagaline_tools.console.settings import ConsoleSettings
 from sagaline_tools.console.web import (

@@ -11,7 +11,8 @@ from sqlalchemy import or_, select
 
 from sagaline.background import BackgroundLoop
 from sagaline.messaging.parking import ParkingQueues
-from sagaline_tools.console.replay import RUNNING, STALE_AFTER, JobError, ReplayJobs, ReplayRunner
+from sagaline_tools.console.jobs import RUNNING, STALE_AFTER, JobError, ReplayJobs
+from sagaline_tools.console.replay import ReplayRunner
 from sagaline_tools.console.tables import replay_jobs
 
 log = logging.getLogger("sagaline.console.jobs")

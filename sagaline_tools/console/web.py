@@ -26,7 +26,7 @@ from orchestrator.engine import OperatorRefused
 from sagaline.settings import Settings
 from sagaline_tools.console.accounts import Accounts, Session
 from sagaline_tools.console.actions import Actions, Actor, BadRequest, Refused
-from sagaline_tools.console.replay import JobError, ReplayJobs
+from sagaline_tools.console.jobs import JobError, ReplayJobs
 from sagaline_tools.console.rights import Action, Verdict, decide
 from sagaline_tools.console.settings import ConsoleSettings
 

@@ -21,7 +21,7 @@ from sagaline.settings import Settings
 from sagaline_tools.console.accounts import Accounts
 from sagaline_tools.console.app import build_app
 from sagaline_tools.console.index import FeedIngest, declare_feed, feed_queue
-from sagaline_tools.console.replay import ReplayJobs
+from sagaline_tools.console.jobs import ReplayJobs
 from sagaline_tools.console.runner import JobLoop
 from sagaline_tools.console.settings import ConsoleSettings
 from sagaline_tools.console.tables import audit, parked, replay_jobs

@@ -15,16 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.topology import H_REPLAY_COUNT
 from sagaline.db import create_unpooled_engine
 from sagaline.settings import Settings
-from sagaline_tools.console.replay import (
-    DONE,
-    PAUSED,
-    RUNNING,
-    STOPPED,
-    JobError,
-    ReplayJobs,
-    ReplayRunner,
-    plan_by_scan,
-)
+from sagaline_tools.console.jobs import DONE, PAUSED, RUNNING, STOPPED, JobError, ReplayJobs
+from sagaline_tools.console.replay import ReplayRunner, plan_by_scan
 from sagaline_tools.console.tables import audit, replay_jobs
 from tests.integration.console_support import (
     declare,
