@@ -1,0 +1,95 @@
+"""The console's database roles (deploy/postgres/roles.sql, granted by migration 0006): the
+read-only console works logged in as `sagaline_console_viewer`, which cannot change a saga;
+`sagaline_console` can act on sagas but cannot read a worker's tables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
+
+from sagaline.db import create_unpooled_engine
+from sagaline.settings import Settings
+from sagaline_tools.console.accounts import Accounts
+from sagaline_tools.console.app import build_app
+from sagaline_tools.console.settings import ConsoleSettings
+from tests.conftest import own_database
+from tests.integration.test_console_rights import PASSWORD, login, new_saga
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+ROLES = ("sagaline_console", "sagaline_console_viewer")
+
+
+def as_role(settings: Settings, role: str) -> Settings:
+    url = make_url(settings.database_url).set(username=role, password=None)
+    return settings.model_copy(update={"database_url": url.render_as_string(hide_password=False)})
+
+
+@pytest.fixture(scope="module")
+async def own(settings: Settings) -> AsyncIterator[Settings]:
+    """A database migrated after the console's roles exist (created here as roles.sql does,
+    when missing: roles are shared by every database of the server)."""
+    admin = make_url(settings.database_url).set(drivername="postgresql")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        if not await conn.fetchval(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        ):
+            pytest.skip("needs a database user that may create roles")
+        for role in ROLES:
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f"CREATE ROLE {role} LOGIN")
+    finally:
+        await conn.close()
+    async with own_database(settings) as value:
+        engine = create_unpooled_engine(value.sqlalchemy_url)
+        await Accounts(engine).add("ada", "admin", PASSWORD)
+        await engine.dispose()
+        yield value
+
+
+async def test_the_read_only_console_runs_as_the_viewer_role(own: Settings) -> None:
+    owner_engine = create_unpooled_engine(own.sqlalchemy_url)
+    saga = await new_saga(own, owner_engine)
+    await owner_engine.dispose()
+    viewer = as_role(own, "sagaline_console_viewer")
+    app = build_app(viewer, ConsoleSettings(read_only=True), background=False)
+    with TestClient(app, base_url="https://testserver", follow_redirects=False) as web:
+        assert login(web, "ada").status_code == 303  # sessions are written as the viewer
+        for path in ("/", f"/sagas/{saga}", "/sagas?active=1", "/dlq", "/timers", "/audit"):
+            page = web.get(path)
+            assert page.status_code == 200, (path, page.text[:300])
+        token = re.search(r'name="csrf" value="([^"]+)"', web.get("/").text)
+        assert token is not None
+        refused = web.post(f"/sagas/{saga}/abort", data={"csrf": token[1], "reason": "x"})
+        assert refused.status_code == 403
+    conn = await asyncpg.connect(
+        make_url(viewer.database_url).render_as_string(hide_password=False)
+    )
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("UPDATE saga.instances SET state = 'aborted'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM saga.timers")
+    finally:
+        await conn.close()
+
+
+async def test_the_console_role_acts_on_sagas_but_not_on_worker_tables(own: Settings) -> None:
+    console = as_role(own, "sagaline_console")
+    conn = await asyncpg.connect(
+        make_url(console.database_url).render_as_string(hide_password=False)
+    )
+    try:
+        await conn.execute("UPDATE saga.instances SET version = version WHERE false")
+        await conn.execute("INSERT INTO console.audit (at, actor, action, target, reason, details)"
+                           " VALUES (now(), 'operator:t', 't', 't', 't', '{}')")  # fmt: skip
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT * FROM payments.ledger LIMIT 1")
+    finally:
+        await conn.close()
