@@ -91,8 +91,9 @@ def _safe_next(value: str | None) -> str:
 @page
 async def saga_action(request: Request) -> Response:
     s: Services = request.app.state.services
-    action = Action(request.path_params["action"])
-    if action not in (Action.RETRY, Action.SKIP, Action.COMPENSATE, Action.ABORT):
+    actions = {a.value: a for a in (Action.RETRY, Action.SKIP, Action.COMPENSATE, Action.ABORT)}
+    action = actions.get(request.path_params["action"])
+    if action is None:
         raise Problem(404, "no such action")
     params = {"saga": request.path_params["ref"], "to": form_text(request, "to")}
     outcome = await s.actions.request(actor(request), action, params, form_text(request, "reason"))
@@ -213,6 +214,8 @@ def _due_at(at: str, after: str, now: datetime) -> str:
 @page
 async def approval_decide(request: Request) -> Response:
     s: Services = request.app.state.services
+    if request.path_params["op"] not in ("approve", "reject"):
+        raise Problem(404, "approve or reject")
     accept = request.path_params["op"] == "approve"
     outcome = await s.actions.approve(actor(request), int(request.path_params["id"]), accept=accept)
     return redirect(outcome.link or "/approvals", outcome.message)

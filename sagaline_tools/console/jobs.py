@@ -39,6 +39,10 @@ class JobError(Exception):
     """A job cannot be created, claimed or run; one clear line for the operator."""
 
 
+class JobNotFound(JobError):
+    pass
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -153,7 +157,7 @@ class ReplayJobs:
                 await conn.execute(select(replay_jobs).where(replay_jobs.c.id == job_id))
             ).first()
         if row is None:
-            raise JobError(f"no replay job {job_id}")
+            raise JobNotFound(f"no replay job {job_id}")
         return Job(**row._asdict())
 
     async def recent(self, limit: int = 50) -> list[Job]:
@@ -186,7 +190,7 @@ class ReplayJobs:
                 )
             ).first()
             if row is None:
-                raise JobError(f"no replay job {job_id}")
+                raise JobNotFound(f"no replay job {job_id}")
             if row.status not in RESUMABLE:
                 raise JobError(f"replay job {job_id} is {row.status}; it cannot be resumed")
             alive = row.heartbeat_at is not None and now - row.heartbeat_at < STALE_AFTER

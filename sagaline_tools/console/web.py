@@ -26,7 +26,7 @@ from orchestrator.engine import OperatorRefused
 from sagaline.settings import Settings
 from sagaline_tools.console.accounts import Accounts, Session
 from sagaline_tools.console.actions import Actions, Actor, BadRequest, Refused
-from sagaline_tools.console.jobs import JobError, ReplayJobs
+from sagaline_tools.console.jobs import JobError, JobNotFound, ReplayJobs
 from sagaline_tools.console.rights import Action, Verdict, decide
 from sagaline_tools.console.settings import ConsoleSettings
 
@@ -166,10 +166,10 @@ def page(handler: Handler) -> Handler:
             return _problem(request, exc.status, exc.message)
         except Refused as exc:
             return _problem(request, 403, str(exc))
+        except (SagaNotFound, JobNotFound) as exc:
+            return _problem(request, 404, str(exc))
         except (BadRequest, InvalidRequest, JobError) as exc:
             return _problem(request, 400, str(exc))
-        except SagaNotFound as exc:
-            return _problem(request, 404, str(exc))
         except OperatorRefused as exc:
             return _problem(request, 409, str(exc))
 

@@ -307,3 +307,40 @@ async def test_read_only_mode_reads_but_never_acts(own: Settings, db: AsyncEngin
             )
             == 1
         )
+
+
+async def test_bad_requests_get_a_status_and_one_line(
+    web: TestClient, own: Settings, db: AsyncEngine
+) -> None:
+    saga = await new_saga(own, db)
+    login(web, "ada")
+    token = csrf(web)
+    answers = {
+        "/sagas?after=garbage": (400, "bad page cursor"),
+        "/sagas?older=3 days": (400, "is not a duration"),
+        "/dlq/messages?saga=not-a-uuid": (400, "saga must be a saga id"),
+        "/dlq/messages/987654": (404, "no longer parked"),
+        "/dlq/jobs/987654": (404, "no replay job 987654"),
+        f"/sagas/{saga}/bogus": (405, ""),
+    }
+    for path, (status, text_part) in answers.items():
+        response = web.get(path)
+        assert response.status_code == status, (path, response.text[:200])
+        assert text_part in response.text, path
+        assert "Traceback" not in response.text
+    posts = {
+        "/dlq/replay": ({"ids": "x", "rate": "fast"}, 400, "the rate is a number"),
+        "/dlq/purge": ({}, 400, "choose messages, or a group"),
+        "/dlq/preview": ({"verb": "delete"}, 400, "choose replay or purge"),
+        f"/timers/{saga}/step-timeout/reschedule": ({"due_in": "soon"}, 400, "not a duration"),
+        f"/timers/{saga}/step-timeout/explode": ({}, 404, "no such timer action"),
+        "/sagas/no-such-order/retry": ({}, 404, "no saga with id or business key"),
+        f"/sagas/{saga}/explode": ({}, 404, "no such action"),
+        f"/sagas/{saga}/timer-cancel": ({}, 404, "no such action"),
+        "/approvals/1/maybe": ({}, 404, "approve or reject"),
+        f"/sagas/{saga}/retry": ({"reason": "x" * 501}, 400, "longer than 500 characters"),
+    }
+    for path, (data, status, text_part) in posts.items():
+        response = web.post(path, data={"csrf": token, "reason": "ticket 42", **data})
+        assert response.status_code == status, (path, response.text[:200])
+        assert text_part in response.text, path
