@@ -12,6 +12,7 @@ from contracts.routes import WORKER_COMMANDS
 from contracts.topology import ORCHESTRATOR, Topology
 from orchestrator.contract_routes import mount_contract_routes
 from orchestrator.engine import EngineConfig
+from orchestrator.engine.registry import Workflows
 from orchestrator.intake import BatchIntake, SingleIntake, StepObserver
 from orchestrator.metrics import DatabaseSampler, SagaMetrics
 from orchestrator.parking_metrics import ParkingSampler
@@ -43,6 +44,7 @@ def build_store(
     *,
     clock: Clock = utcnow,
     on_conflict: Callable[[], None] | None = None,
+    workflows: Workflows | None = None,
 ) -> SagaStore:
     """The one way a SagaStore is wired (the process and the operator CLI share it): the
     workflows it runs and the step timeout, which an operator's compensate schedules with."""
@@ -50,7 +52,7 @@ def build_store(
         engine,
         settings.topology,
         EngineConfig(step_timeout=settings.step_timeout),
-        WORKFLOWS,
+        workflows if workflows is not None else WORKFLOWS,
         clock=clock,
         on_conflict=on_conflict,
     )

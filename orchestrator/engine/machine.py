@@ -84,8 +84,14 @@ class Machine(Generic[S, D]):
         compensating: S,
         compensation_failed: S,
         aborted: S,
+        version: int = 1,
     ) -> None:
+        if version < 1:
+            raise DefinitionError(f"{name}: versions count from 1, not {version}")
         self.name = name
+        self.version = version
+        """The readable half of the definition version (the other is its hash, versioning.py);
+        a saga started under it is decided by this machine until it finishes or is migrated."""
         self.states = states
         self.data_model = data
         self.final = frozenset(s.value for s in final) | {
@@ -103,6 +109,8 @@ class Machine(Generic[S, D]):
         self.compensation_targets: list[S] = []
         """Final states compensation may end in; the first is where an operator's one goes."""
         self.event_classes: dict[str, type[Event]] = {}
+        self.from_previous: dict[str, str] = {}
+        """States of the previous version -> the state a saga in them continues in here."""
 
     # --- building ----------------------------------------------------------------------------
 
@@ -184,6 +192,14 @@ class Machine(Generic[S, D]):
     def compensates_to(self, *states: S) -> None:
         """Final states a compensation may end in (e.g. failed, cancelled), default first."""
         self.compensation_targets.extend(s for s in states if s not in self.compensation_targets)
+
+    def continues(self, previous_states: dict[str, S]) -> None:
+        """Where a saga of the previous version continues when it is migrated to this one:
+        previous state name -> state here. A state of the previous version that this one lacks
+        and does not map is stranded (the snapshot check refuses it)."""
+        if self.version == 1:
+            raise DefinitionError(f"{self.name}: version 1 has no previous version to continue")
+        self.from_previous.update({old: new.value for old, new in previous_states.items()})
 
     def compensation_reply(self, command: type[Command]) -> str:
         return self.compensation_rules.reply_to(command)
@@ -287,6 +303,10 @@ class Machine(Generic[S, D]):
         for command in self.compensations:
             if not self.compensation_targets:
                 problems.append(f"compensation {command} registered but no compensation target")
+        for old, new in sorted(self.from_previous.items()):
+            if new in self.final:
+                # A running saga moved there would skip the steps (and effects) leading there.
+                problems.append(f"previous state {old} continues in final state {new}")
         if problems:
             raise DefinitionError(f"workflow {self.name!r}:\n  " + "\n  ".join(problems))
 

@@ -128,6 +128,9 @@ class SagaSnapshot:
     finished: bool
     updated_at: datetime | None = None
     """When the saga last changed state (for time-in-state metrics and stuck detection)."""
+    definition_version: int = 1
+    """The version of its workflow whose machine decides it (set at start, changed only by a
+    migration); `version` above is the row's compare-and-swap counter."""
 
 
 @dataclass(frozen=True)

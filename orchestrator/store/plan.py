@@ -53,6 +53,8 @@ class Planned:
     saga_id: uuid.UUID
     workflow: str
     previous_update: datetime | None
+    definition_version: int = 1
+    """The version of the workflow whose machine decided the step."""
 
 
 @dataclass
@@ -156,10 +158,10 @@ def _plan_one(
     target = plan.slots[saga_id]
     previous = target.current.updated_at if target.current else None
     if decision.changes_saga:
-        target.current = _advance(target.current, saga_id, machine.name, decision, plan.now)
+        target.current = _advance(target.current, saga_id, machine, decision, plan.now)
         _collect_effects(plan, saga_id, incoming, decision, carrier, topology)
     plan.history.append(_history_row(saga_id, incoming, decision, actor, plan.now))
-    return Planned(incoming, decision, saga_id, machine.name, previous)
+    return Planned(incoming, decision, saga_id, machine.name, previous, machine.version)
 
 
 def _duplicate_start(
@@ -182,13 +184,15 @@ def _duplicate_start(
 def _advance(
     current: SagaSnapshot | None,
     saga_id: uuid.UUID,
-    workflow: str,
+    machine: Machine[Any, Any],
     decision: Decision,
     now: datetime,
 ) -> SagaSnapshot:
+    # A new saga runs under the version that started it; an existing one keeps its own.
     base = current or SagaSnapshot(
         saga_id=saga_id,
-        workflow=workflow,
+        workflow=machine.name,
+        definition_version=machine.version,
         business_key=decision.business_key,
         state=decision.to_state,
         data={},

@@ -75,6 +75,8 @@ class StepResult:
     previous_update: datetime | None = None
     """When the saga had last changed before this step (None for a new saga)."""
     at: datetime | None = None
+    definition_version: int | None = None
+    """The version of the workflow whose machine decided the step."""
 
     @property
     def duplicate(self) -> bool:
@@ -314,6 +316,7 @@ class SagaStore:
                         workflow=step.workflow,
                         previous_update=step.previous_update,
                         at=now,
+                        definition_version=step.definition_version,
                     )
                 )
         return results
@@ -354,6 +357,7 @@ async def load_snapshot(conn: AsyncConnection, saga_id: uuid.UUID) -> SagaSnapsh
         version=row.version,
         finished=row.finished_at is not None,
         updated_at=row.updated_at,
+        definition_version=row.definition_version,
     )
 
 

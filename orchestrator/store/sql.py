@@ -44,12 +44,14 @@ RETURNING message_id
 _LOAD = """
 SELECT i.* FROM unnest($1::uuid[]) AS k(id)
 CROSS JOIN LATERAL (
-    SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at
+    SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at,
+        definition_version
     FROM saga.instances WHERE id = k.id OFFSET 0) AS i
 UNION ALL
 SELECT i.* FROM unnest($3::text[]) AS w(workflow) CROSS JOIN unnest($2::text[]) AS k(business_key)
 CROSS JOIN LATERAL (
-    SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at
+    SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at,
+        definition_version
     FROM saga.instances
     WHERE workflow = w.workflow AND business_key = k.business_key AND NOT id = ANY($1::uuid[])
     OFFSET 0) AS i
@@ -58,9 +60,10 @@ CROSS JOIN LATERAL (
 _INSERT = """
 INSERT INTO saga.instances
     (id, workflow, business_key, state, data, runtime, version, created_at, updated_at,
-     finished_at)
+     finished_at, definition_version)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
-                     $7::int[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
+                     $7::int[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
+                     $11::int[])
 ON CONFLICT DO NOTHING
 RETURNING id
 """
@@ -186,6 +189,7 @@ async def load(
             version=row["version"],
             finished=row["finished_at"] is not None,
             updated_at=row["updated_at"],
+            definition_version=row["definition_version"],
         )
         snapshots[snapshot.saga_id] = snapshot
         if (snapshot.workflow, snapshot.business_key) in keys:
@@ -227,7 +231,9 @@ async def _write_sagas(conn: asyncpg.Connection, plan: Plan) -> None:
         )
         if slot.loaded is None:
             identity = (saga_id, current.workflow, current.business_key)
-            new_rows.append((*identity, *values, plan.now, plan.now, finished_at))
+            new_rows.append(
+                (*identity, *values, plan.now, plan.now, finished_at, current.definition_version)
+            )
             continue
         loaded = slot.loaded
         if current is loaded:  # only ignored steps: hold the version, change nothing
@@ -235,7 +241,7 @@ async def _write_sagas(conn: asyncpg.Connection, plan: Plan) -> None:
             continue
         updates.append((saga_id, loaded.version, *values, current.updated_at, finished_at))
     if new_rows:
-        created = await conn.fetch(_INSERT, *_columns(new_rows, 10))
+        created = await conn.fetch(_INSERT, *_columns(new_rows, 11))
         if len(created) != len(new_rows):
             raise ConcurrencyConflict  # another transaction started one of these sagas first
     for statement, rows, width in ((_UPDATE, updates, 8), (_HOLD, holds, 2)):

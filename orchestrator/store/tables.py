@@ -37,6 +37,8 @@ instances = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    # The workflow version whose machine decides this saga (0007_definition_version).
+    Column("definition_version", Integer, nullable=False, server_default=text("1")),
     UniqueConstraint("workflow", "business_key", name="uq_instances_business_key"),
     Index(
         "ix_instances_active",

@@ -121,7 +121,7 @@ def orchestrator_statements() -> list[Statement]:
         "_INBOX": [new, sagas, text, times],
         "_LOAD": [sagas, [f"order-{g}" for g in spread()], ["order"]],
         "_INSERT": [new, text, [str(n) for n in new], text, jsons, jsons, ints, times, times,
-                    [None] * BATCH],
+                    [None] * BATCH, ints],
         "_UPDATE": [sagas, ints, text, jsons, jsons, ints, times, [None] * BATCH],
         "_HOLD": [sagas, ints],
         "_HISTORY": [sagas, ints, times, new, text, text, text, text, ["[]"] * BATCH, text, text],
