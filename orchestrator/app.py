@@ -20,6 +20,7 @@ from orchestrator.relay import OutboxRelay
 from orchestrator.store.saga_store import Clock, SagaStore, utcnow
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
+from orchestrator.workflows.loading import load_workflows
 from sagaline.messaging.batching import QueueBatches
 from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.senders import SenderPolicy
@@ -28,11 +29,13 @@ from sagaline.settings import Settings
 from sagaline.tls import db_connect_args
 
 
-def event_bindings(topology: Topology) -> list[tuple[str, str]]:
+def event_bindings(topology: Topology, workflows: Workflows = WORKFLOWS) -> list[tuple[str, str]]:
+    """The orchestrator queue's bindings: the events of every loaded version of every workflow
+    (sagas of an older version still wait for theirs)."""
     return sorted(
         {
             (topology.events_exchange, event)
-            for m in WORKFLOWS.values()
+            for m in workflows.machines()
             for event in m.consumed_events
         }
     )
@@ -52,7 +55,7 @@ def build_store(
         engine,
         settings.topology,
         EngineConfig(step_timeout=settings.step_timeout),
-        workflows if workflows is not None else WORKFLOWS,
+        workflows if workflows is not None else load_workflows(settings.workflows),
         clock=clock,
         on_conflict=on_conflict,
     )
@@ -64,6 +67,8 @@ class Orchestrator:
     def __init__(self, settings: Settings, clock: Clock = utcnow) -> None:
         self.settings = settings
         self.clock = clock
+        self.workflows = load_workflows(settings.workflows)
+        """Every version of every workflow this process runs (SAGALINE_WORKFLOWS)."""
         self.store: SagaStore | None = None
         self.metrics: SagaMetrics | None = None
         self.process: SingleIntake | None = None
@@ -75,7 +80,7 @@ class Orchestrator:
         app = build_service(
             self.settings,
             ORCHESTRATOR,
-            event_bindings,
+            lambda topology: event_bindings(topology, self.workflows),
             self._make_process,
             self._make_background,
             prepare=self._declare_workers,
@@ -104,8 +109,9 @@ class Orchestrator:
             resources.engine,
             clock=self.clock,
             on_conflict=self.metrics.conflicts.inc,
+            workflows=self.workflows,
         )
-        self.observer = StepObserver(self.metrics, WORKFLOWS)
+        self.observer = StepObserver(self.metrics, self.workflows)
         self.process = SingleIntake(self.store, self.observer)
         return self.process
 

@@ -8,6 +8,7 @@ small background sampler, so a scrape never waits for a query.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import func, select
@@ -64,6 +65,13 @@ class SagaMetrics:
             ["workflow", "state"],
             registry=registry,
         )
+        self.active_by_version = Gauge(
+            "sagaline_active_sagas_by_version",
+            "Unfinished sagas by workflow and the version of it they run under (a version at 0 "
+            "can be retired; `sagaline saga versions` is the same report).",
+            ["workflow", "version"],
+            registry=registry,
+        )
         self.oldest_active = Gauge(
             "sagaline_oldest_active_saga_seconds",
             "Seconds since the least recently changed unfinished saga in this state last changed "
@@ -109,6 +117,7 @@ class DatabaseSampler(BackgroundLoop):
         self.engine = engine
         self.metrics = metrics
         self._known: set[tuple[str, str]] = set()
+        self._known_versions: set[tuple[str, str]] = set()
 
     async def run_once(self) -> bool:
         await self.sample()
@@ -121,11 +130,14 @@ class DatabaseSampler(BackgroundLoop):
                     select(
                         instances.c.workflow,
                         instances.c.state,
+                        instances.c.definition_version,
                         func.count(),
                         func.min(instances.c.updated_at),
                     )
                     .where(instances.c.finished_at.is_(None))
-                    .group_by(instances.c.workflow, instances.c.state)
+                    .group_by(
+                        instances.c.workflow, instances.c.state, instances.c.definition_version
+                    )
                 )
             ).all()
             backlog = (
@@ -139,16 +151,28 @@ class DatabaseSampler(BackgroundLoop):
                 select(func.count()).select_from(timers).where(timers.c.due_at <= func.now())
             )
             now = await conn.scalar(select(func.now()))
-        seen = set()
-        for workflow, state, count, least_recent in rows:
+        by_state: dict[tuple[str, str], tuple[int, Any]] = {}
+        by_version: dict[tuple[str, str], int] = {}
+        for workflow, state, version, count, least_recent in rows:
+            key = (workflow, str(version))
+            by_version[key] = by_version.get(key, 0) + count
+            known = by_state.get((workflow, state))
+            if known is not None:
+                count, least_recent = known[0] + count, min(known[1], least_recent)
+            by_state[(workflow, state)] = (count, least_recent)
+        for (workflow, state), (count, least_recent) in by_state.items():
             self.metrics.active.labels(workflow, state).set(count)
             idle = max((now - least_recent).total_seconds(), 0.0)
             self.metrics.oldest_active.labels(workflow, state).set(idle)
-            seen.add((workflow, state))
-        for gone in self._known - seen:
+        for gone in self._known - by_state.keys():
             self.metrics.active.labels(*gone).set(0)
             self.metrics.oldest_active.labels(*gone).set(0)
-        self._known = seen
+        self._known = set(by_state)
+        for (workflow, version), count in by_version.items():
+            self.metrics.active_by_version.labels(workflow, version).set(count)
+        for gone in self._known_versions - by_version.keys():
+            self.metrics.active_by_version.labels(*gone).set(0)
+        self._known_versions = set(by_version)
         count, oldest = backlog
         self.metrics.outbox_backlog.set(count)
         self.metrics.outbox_oldest_age.set((now - oldest).total_seconds() if oldest else 0.0)

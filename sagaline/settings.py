@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
+    workflows: str = Field(
+        default="orchestrator.workflows:WORKFLOWS", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+    )
+    """`module:attribute` of the Workflows the orchestrator runs and the CLI reads, with every
+    version of each still loaded (README: Changing a workflow)."""
 
     # TLS and database roles (sagaline/tls.py; README "Security").
     amqp_ca_file: str | None = None

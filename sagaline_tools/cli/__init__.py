@@ -32,6 +32,7 @@ from sagaline_tools.cli import (
     saga,
     timers,
     up,
+    workflows,
 )
 from sagaline_tools.cli import contracts as contracts_command
 from sagaline_tools.cli.output import CliError, error_line, one_line
@@ -49,6 +50,7 @@ _COMMANDS = (
     contracts_command,
     console,
     operator,
+    workflows,
 )
 
 DEBUG_ENV = "SAGALINE_DEBUG"

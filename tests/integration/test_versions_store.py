@@ -10,16 +10,19 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
 from orchestrator.engine.registry import UnknownDefinition, Workflows
+from orchestrator.metrics import DatabaseSampler, SagaMetrics
 from orchestrator.store.tables import inbox
 from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.settings import Settings
 from tests import order_v2
+from tests.conftest import own_database
 from tests.integration.support import FakeClock, reply
 from tests.integration.versions_support import (
     awaited,
@@ -144,3 +147,25 @@ def test_loading_the_same_version_twice_is_refused() -> None:
 def test_new_sagas_start_under_the_newest_version() -> None:
     assert order_v2.WORKFLOWS["order"].version == 2
     assert order_v2.WORKFLOWS.for_event("OrderSubmitted") is order_v2.machine
+
+
+async def test_the_metrics_count_running_sagas_per_version(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    async with own_database(settings) as own:
+        own_engine = create_engine(own, pool_size=1)
+        try:
+            clock = FakeClock()
+            for workflows in (WORKFLOWS, WORKFLOWS, order_v2.WORKFLOWS):
+                await start(store_of(own_engine, own, workflows, clock))
+            metrics = SagaMetrics(CollectorRegistry())
+            await DatabaseSampler(own_engine, metrics).sample()
+        finally:
+            await own_engine.dispose()
+
+    def running(version: str) -> float:
+        return metrics.active_by_version.labels("order", version)._value.get()
+
+    assert (running("1"), running("2")) == (2, 1)
+    # The per-state gauge still counts every version's sagas together.
+    assert metrics.active.labels("order", "awaiting_payment")._value.get() == 3
