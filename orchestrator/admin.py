@@ -82,6 +82,8 @@ class SagaSummary:
     finished_at: datetime | None
     idle_seconds: float
     """Seconds since the saga last changed (its updated_at), as of the query."""
+    definition_version: int = 1
+    """The version of its workflow it runs under (`version` counts its steps)."""
 
     def as_dict(self) -> dict[str, Any]:
         return _as_dict(self)
@@ -367,6 +369,7 @@ def _summary(row: Any, now: datetime) -> SagaSummary:
         updated_at=row.updated_at,
         finished_at=row.finished_at,
         idle_seconds=max((now - row.updated_at).total_seconds(), 0.0),
+        definition_version=row.definition_version,
     )
 
 

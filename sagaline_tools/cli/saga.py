@@ -96,10 +96,12 @@ def default_operator() -> str:
 def show(saga: SagaRef, json_output: JsonOption = False) -> None:
     """Show one saga: state, data, awaited commands, timers, compensations and history."""
     view = _with_admin(lambda admin: admin.show(saga))
+    s = view.summary
+    definition = _definition_hash(s.workflow, s.definition_version)
     if json_output:
-        print_json(view.as_dict())
+        print_json({**view.as_dict(), "definition_hash": definition})
         return
-    _print_view(view)
+    _print_view(view, definition)
 
 
 @saga_app.command("list")
@@ -133,12 +135,13 @@ def list_sagas(
         _console().print("no saga matches")
         return
     table = _table("stuck sagas" if idle else "sagas")
-    for column in ("id", "workflow", "business key", "state", "unchanged for"):
+    for column in ("id", "workflow", "version", "business key", "state", "unchanged for"):
         table.add_column(column, no_wrap=column != "business key", overflow="fold")
     for item in found:
         table.add_row(
             str(item.id),
             escape(item.workflow),
+            f"v{item.definition_version}",
             escape(item.business_key),
             item.state + ("" if item.finished_at is None else " (final)"),
             _age(item.idle_seconds),
@@ -224,8 +227,12 @@ async def open_admin(settings: Settings) -> AsyncIterator[SagaAdmin]:
     # Generous: a busy database is slow, not absent (refusals still fail at once).
     if not await check_database(settings, within=_CONNECT_TIMEOUT):
         raise CliError("the database does not exist yet; run `sagaline migrate`")
+    from sagaline_tools.cli.workflows import configured
+
+    workflows = configured(settings)
     engine = create_unpooled_engine(settings.sqlalchemy_url)
-    store = build_store(settings, engine)  # wired as the orchestrator wires its own
+    # Wired as the orchestrator wires its own.
+    store = build_store(settings, engine, workflows=workflows)
     try:
         yield SagaAdmin(engine, store)
     except InvalidRequest as exc:
@@ -241,15 +248,17 @@ async def open_admin(settings: Settings) -> AsyncIterator[SagaAdmin]:
 
 
 def _check_filters(workflow: str | None, state: str | None) -> None:
-    from orchestrator.workflows import WORKFLOWS
+    from sagaline_tools.cli.workflows import configured
 
-    if workflow is not None and workflow not in WORKFLOWS:
+    workflows = configured(common.load_settings())
+    if workflow is not None and workflow not in workflows:
         raise CliError(
-            f"unknown workflow {workflow!r} (known: {', '.join(sorted(WORKFLOWS))})", exit_code=2
+            f"unknown workflow {workflow!r} (known: {', '.join(sorted(workflows))})", exit_code=2
         )
     if state is None:
         return
-    machines = [WORKFLOWS[workflow]] if workflow else list(WORKFLOWS.values())
+    # Every loaded version's states: sagas of an older version are still in theirs.
+    machines = [m for m in workflows.machines() if workflow in (None, m.name)]
     states = sorted({s.value for m in machines for s in m.states})
     if state not in states:
         raise CliError(f"unknown state {state!r} (known: {', '.join(states)})", exit_code=2)
@@ -274,17 +283,28 @@ def _report(result: ActionResult, json_output: bool) -> None:
         console.print(f"  {verb} {command['type']} {command['message_id']}", soft_wrap=True)
 
 
-def _print_view(view: SagaView) -> None:
+def _definition_hash(workflow: str, version: int) -> str | None:
+    """The hash of the saga's version, when this build loads it."""
+    from orchestrator.engine.versioning import definition_hash
+    from sagaline_tools.cli.workflows import configured
+
+    machine = configured(common.load_settings()).version(workflow, version)
+    return definition_hash(machine) if machine is not None else None
+
+
+def _print_view(view: SagaView, definition: str | None) -> None:
     console = _console()
     s = view.summary
     head = Table(show_header=False, box=None, title=f"saga {s.id}", title_justify="left")
     head.add_column(style="bold")
     head.add_column()
     final = "" if s.finished_at is None else " (final)"
+    loaded = definition or "not loaded by this build"
     for label, value in (
-        ("workflow", s.workflow),
+        ("workflow", f"{s.workflow} v{s.definition_version} ({loaded})"),
         ("business key", s.business_key),
-        ("state", f"{s.state}{final}  (version {s.version})"),
+        # The row's version counts its changes; the workflow's version is on the line above.
+        ("state", f"{s.state}{final}  (change {s.version})"),
         ("reason", view.reason or "-"),
         ("created", _when(s.created_at)),
         ("updated", f"{_when(s.updated_at)}  ({_age(s.idle_seconds)} ago)"),
@@ -323,10 +343,10 @@ def _compensations_title(view: SagaView) -> str:
     """The stack is what *would* be undone; only a compensating saga (or one whose compensation
     failed) has undone or is undoing it. Labelled plainly, a completed order's stack reads as
     if its payment had been refunded."""
-    from orchestrator.workflows import WORKFLOWS
+    from sagaline_tools.cli.workflows import configured
 
     s = view.summary
-    machine = WORKFLOWS.get(s.workflow)
+    machine = configured(common.load_settings()).version(s.workflow, s.definition_version)
     compensated = view.compensation_target is not None or (
         machine is not None and s.state in (machine.compensating, machine.compensation_failed)
     )
