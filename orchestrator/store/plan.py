@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -27,10 +27,13 @@ from orchestrator.engine import (
     SagaSnapshot,
     decide,
 )
+from orchestrator.engine.model import timer_name
 from orchestrator.engine.registry import Workflows
 from sagaline.messaging.errors import ReportableError
 
 _tracer = trace.get_tracer("sagaline.orchestrator")
+
+REFUSED_TIMER_DELAY = timedelta(minutes=1)
 
 
 @dataclass
@@ -113,9 +116,21 @@ def plan_batch(
         except ReportableError as refusal:
             plan.steps.append(refusal)
             plan.refused_ids.append(incoming.message_id)
+            _put_back_if_timer(plan, incoming)
             continue
         plan.steps.append(step)
     return plan
+
+
+def _put_back_if_timer(plan: Plan, incoming: Incoming) -> None:
+    """A refused timer (its saga's version is not loaded) was claimed from the table: set it
+    again, due a little later, so it fires once the version is back or the saga migrated."""
+    name = timer_name(incoming.trigger)
+    if name is not None and incoming.payload is None and incoming.operator is None:
+        plan.timers[(incoming.saga_id, name)] = (
+            incoming.message_id,
+            plan.now + REFUSED_TIMER_DELAY,
+        )
 
 
 def _plan_one(

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts import order as o
 from orchestrator.engine.registry import UnknownDefinition, Workflows
 from orchestrator.metrics import DatabaseSampler, SagaMetrics
-from orchestrator.store.tables import inbox
+from orchestrator.store.plan import REFUSED_TIMER_DELAY
+from orchestrator.store.tables import inbox, timers
 from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.settings import Settings
@@ -137,6 +138,26 @@ async def test_a_saga_of_a_version_no_longer_loaded_is_refused_and_can_be_retrie
     assert remembered == 0  # refused messages leave no trace: the replay after a fix applies
     await store_of(engine, settings, order_v2.WORKFLOWS, clock).handle(paid)
     assert (await saga_row(engine, old)).state == "awaiting_inventory"
+
+
+async def test_a_timer_of_a_version_no_longer_loaded_is_kept_for_later(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    clock = FakeClock()
+    old = await start(store_of(engine, settings, WORKFLOWS, clock))
+    only_v2 = store_of(engine, settings, Workflows.of(order_v2.machine), clock)
+    clock.advance(settings.step_timeout + timedelta(seconds=1))
+
+    assert await only_v2.fire_due_timers(1000) == []
+    async with engine.connect() as conn:
+        due = await conn.scalar(select(timers.c.due_at).where(timers.c.saga_id == old))
+    assert due == clock.now + REFUSED_TIMER_DELAY  # put back, not lost
+    assert (await saga_row(engine, old)).state == "awaiting_payment"
+
+    clock.advance(REFUSED_TIMER_DELAY)  # version 1 is deployed again
+    await store_of(engine, settings, order_v2.WORKFLOWS, clock).fire_due_timers(1000)
+    row = await saga_row(engine, old)
+    assert (row.state, row.runtime["reason"]) == ("compensating", "step timed out")
 
 
 def test_loading_the_same_version_twice_is_refused() -> None:
