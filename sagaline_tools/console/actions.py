@@ -189,6 +189,8 @@ class Actions:
             return await self._purge(operator, params, reason)
         if action is Action.JOB_CONTROL:
             return await self._control(operator, params, reason)
+        if action is Action.MIGRATE:
+            return await self._migrate(operator, params, reason)
         raise BadRequest(f"unknown action {action.value}")
 
     async def _size(self, action: Action, params: dict[str, Any]) -> int:
@@ -282,8 +284,32 @@ class Actions:
                 )
         return Outcome(f"replay job {job_id}: {op}", f"/dlq/jobs/{job_id}")
 
+    async def _migrate(self, operator: str, params: dict[str, Any], reason: str) -> Outcome:
+        """`sagaline saga migrate` from the console: the same checks, one saga per transaction."""
+        from orchestrator.migrate_sagas import SagaMigrator
+        from orchestrator.migration_checks import InvalidMigration, plan_request
+
+        try:
+            request = plan_request(
+                self.admin.store.workflows, str(params["workflow"]), int(params["to"]),
+                params.get("maps", ()), params.get("where", ()),
+            )  # fmt: skip
+        except InvalidMigration as exc:
+            raise BadRequest(str(exc)) from None
+        report = await SagaMigrator(self.engine, clock=self.clock).migrate(
+            request, operator, reason, limit=params.get("limit")
+        )
+        blocked = f"; {report.blocked} blocked" if report.blocked else ""
+        return Outcome(
+            f"migrated {report.migrated} saga(s) to {request.workflow} v{request.to_version}"
+            f"{blocked}",
+            "/versions",
+        )
+
 
 def _summary(action: Action, params: dict[str, Any]) -> str:
+    if action is Action.MIGRATE:
+        return f"migrate {params.get('workflow')} sagas to v{params.get('to')}"
     if action in (Action.REPLAY, Action.PURGE):
         what = f"{len(params['ids'])} chosen" if params.get("ids") else "the group"
         where = params.get("queue") or "their queue"

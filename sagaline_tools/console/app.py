@@ -55,6 +55,7 @@ from sagaline_tools.console.pages import (
 )
 from sagaline_tools.console.runner import JobLoop
 from sagaline_tools.console.settings import ConsoleSettings
+from sagaline_tools.console.versions import migrate_act, migrate_preview, versions_page
 from sagaline_tools.console.web import (
     HERE,
     Services,
@@ -83,6 +84,9 @@ ROUTES = [
     Route("/approvals", approvals_page),
     Route("/approvals/{id:int}/{op}", approval_decide, methods=["POST"]),
     Route("/audit", audit_page),
+    Route("/versions", versions_page),
+    Route("/versions/preview", migrate_preview, methods=["POST"]),
+    Route("/versions/migrate", migrate_act, methods=["POST"]),
     Route("/healthz", healthz),
     Route("/readyz", readyz),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

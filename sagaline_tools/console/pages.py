@@ -12,8 +12,8 @@ from sqlalchemy import select, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from orchestrator.engine.versioning import definition_hash
 from orchestrator.timer_admin import TimerAdmin
-from orchestrator.workflows import WORKFLOWS
 from sagaline_tools.console import queries
 from sagaline_tools.console.diagram_svg import svg
 from sagaline_tools.console.tables import approvals
@@ -51,16 +51,20 @@ async def sagas(request: Request) -> Response:
             after = (datetime.fromisoformat(at), uuid.UUID(saga_id))
         except ValueError:
             raise Problem(400, "bad page cursor") from None
-    rows = await queries.search_sagas(s.engine, f, s.clock(), sorted(WORKFLOWS), after)
+    rows = await queries.search_sagas(
+        s.engine, f, s.clock(), sorted(s.admin.store.workflows), after
+    )
     next_link = None
     if len(rows) == queries.PAGE:
         last = rows[-1]
         params = {k: v for k, v in q.items() if k not in ("after", "flash")}
         params["after"] = f"{last.updated_at.isoformat()}|{last.id}"
         next_link = "/sagas?" + urlencode(params)
-    states = sorted({st.value for m in WORKFLOWS.values() for st in m.states})
+    # Every loaded version's states: sagas of an older version are still in theirs.
+    workflows = s.admin.store.workflows
+    states = sorted({st.value for m in workflows.machines() for st in m.states})
     return render(
-        request, "sagas.html", rows=rows, q=q, workflows=sorted(WORKFLOWS), states=states,
+        request, "sagas.html", rows=rows, q=q, workflows=sorted(workflows), states=states,
         next_link=next_link, now=s.clock(),
     )  # fmt: skip
 
@@ -70,8 +74,10 @@ async def saga_page(request: Request) -> Response:
     s: Services = request.app.state.services
     view = await s.admin.show(request.path_params["ref"])
     summary = view.summary
-    machine = WORKFLOWS.get(summary.workflow)
+    # The diagram of the version the saga runs under (a newer one may lack its state).
+    machine = s.admin.store.workflows.version(summary.workflow, summary.definition_version)
     diagram = svg(machine, summary.state) if machine is not None else ""
+    definition = definition_hash(machine) if machine is not None else None
     parked_rows = await queries.parked_page(
         s.engine, queries.ParkedFilter(saga_id=summary.id), limit=200
     )
@@ -83,7 +89,7 @@ async def saga_page(request: Request) -> Response:
     finals = sorted(machine.final) if machine is not None else []
     return render(
         request, "saga.html", view=view, s=summary, diagram=diagram, parked=parked_rows,
-        timeline=timeline, finals=finals, now=s.clock(),
+        timeline=timeline, finals=finals, now=s.clock(), definition=definition,
     )  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """Who may do what: pure decisions, one table, no I/O.
 
-Viewers read. Operators replay, retry, skip, compensate and move timers. Purging, aborting
-and bulk replays (more than the bulk limit of messages at once) are an admin's, or, when
-SAGALINE_CONSOLE_APPROVALS=second-operator, an operator's with a second operator's approval.
+Viewers read. Operators replay, retry, skip, compensate and move timers. Purging, aborting,
+migrating sagas to another workflow version and bulk replays (more than the bulk limit of
+messages at once) are an admin's, or, when SAGALINE_CONSOLE_APPROVALS=second-operator, an
+operator's with a second operator's approval.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Action(StrEnum):
     PURGE = "purge"
     JOB_CONTROL = "job-control"
     APPROVE = "approve"
+    MIGRATE = "migrate"
 
 
 OPERATOR_ACTIONS = {
@@ -36,8 +38,9 @@ OPERATOR_ACTIONS = {
     Action.JOB_CONTROL,
     Action.APPROVE,
 }
-GUARDED = {Action.ABORT, Action.PURGE}
-"""Destructive whatever their size: an admin's, or approved by a second operator."""
+GUARDED = {Action.ABORT, Action.PURGE, Action.MIGRATE}
+"""Destructive (or, migrating, changing many sagas at once) whatever their size: an admin's,
+or approved by a second operator."""
 
 
 class Verdict(StrEnum):

@@ -23,14 +23,14 @@ def test_admins_do_everything(action: Action) -> None:
 
 def test_operators_small_actions_but_not_destructive_or_bulk() -> None:
     allowed = {a for a in EVERY if decide("operator", a).verdict is Verdict.ALLOWED}
-    assert allowed == set(EVERY) - {Action.ABORT, Action.PURGE}
+    assert allowed == set(EVERY) - {Action.ABORT, Action.PURGE, Action.MIGRATE}
     assert decide("operator", Action.REPLAY, size=100, bulk_limit=100).verdict is Verdict.ALLOWED
     bulk = decide("operator", Action.REPLAY, size=101, bulk_limit=100)
     assert (bulk.verdict, bulk.why) == (Verdict.REFUSED, "replay of 101 messages needs an admin")
 
 
 def test_four_eyes_turns_refusals_into_approval_requests() -> None:
-    for action in (Action.ABORT, Action.PURGE):
+    for action in (Action.ABORT, Action.PURGE, Action.MIGRATE):
         assert decide("operator", action, four_eyes=True).verdict is Verdict.NEEDS_APPROVAL
     assert decide("viewer", Action.ABORT, four_eyes=True).verdict is Verdict.REFUSED
     assert decide("operator", Action.RETRY, four_eyes=True).verdict is Verdict.ALLOWED
