@@ -34,24 +34,39 @@ def diagram(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the diagram inside a JSON object.")
     ] = False,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version",
+            min=1,
+            help="This version of the workflow (default: the newest, or "
+            "the one the --saga runs under).",
+        ),
+    ] = None,
 ) -> None:
     """Print a workflow's state diagram (Mermaid stateDiagram-v2)."""
     from orchestrator.engine.diagram import mermaid
-    from orchestrator.workflows import WORKFLOWS
+    from sagaline_tools.cli.workflows import configured
 
-    machine = WORKFLOWS.get(workflow)
-    if machine is None:
-        known = ", ".join(sorted(WORKFLOWS))
+    workflows = configured(common.load_settings())
+    if workflow not in workflows:
+        known = ", ".join(sorted(workflows))
         raise CliError(f"unknown workflow {workflow!r} (known: {known})", exit_code=2)
     state = None
     saga_id = None
     if saga is not None:
-        saga_id, state = _saga_state(saga, workflow)
+        saga_id, state, saga_version = _saga_state(saga, workflow)
+        version = version or saga_version
+    machine = workflows.version(workflow, version) if version else workflows[workflow]
+    if machine is None:
+        loaded = ", ".join(f"v{v}" for v in workflows.versions[workflow])
+        raise CliError(f"{workflow} has no version {version} loaded ({loaded})", exit_code=2)
     text = mermaid(machine, highlight=state)
     if json_output:
         print_json(
             {
                 "workflow": workflow,
+                "version": machine.version,
                 "format": output_format.value,
                 "saga": saga_id,
                 "state": state,
@@ -63,18 +78,19 @@ def diagram(
     print(text, end="")
 
 
-def _saga_state(ref: str, workflow: str) -> tuple[str, str]:
+def _saga_state(ref: str, workflow: str) -> tuple[str, str, int]:
+    """The saga's id, state and the workflow version it runs under."""
     from sagaline_tools.cli.saga import open_admin
 
     settings = common.load_settings()
 
-    async def look() -> tuple[str, str, str]:
+    async def look() -> tuple[str, str, str, int]:
         async with open_admin(settings) as admin:
             view = await admin.show(ref)
         s = view.summary
-        return str(s.id), s.workflow, s.state
+        return str(s.id), s.workflow, s.state, s.definition_version
 
-    saga_id, owner, state = common.run(look())
+    saga_id, owner, state, version = common.run(look())
     if owner != workflow:
         raise CliError(f"saga {saga_id} belongs to workflow {owner}, not {workflow}", exit_code=2)
-    return saga_id, state
+    return saga_id, state, version

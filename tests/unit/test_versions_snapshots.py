@@ -199,3 +199,17 @@ def test_cli_snapshot_check_and_write(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("SAGALINE_WORKFLOWS", "tests.nothing_here:WORKFLOWS")
     broken = runner.invoke(app, ["workflows", "list"])
     assert_one_line_error(broken, code=2, contains="cannot import tests.nothing_here")
+
+
+def test_cli_diagram_of_a_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("SAGALINE_WORKFLOWS", "tests.order_v2:WORKFLOWS")
+    newest = runner.invoke(app, ["diagram", "order"])
+    first = runner.invoke(app, ["diagram", "order", "--version", "1", "--json"])
+
+    assert "packing" in newest.stdout
+    body = json.loads(first.stdout)
+    assert body["version"] == 1 and "packing" not in body["diagram"]
+    assert "awaiting_inventory" in body["diagram"]
+    missing = runner.invoke(app, ["diagram", "order", "--version", "9"])
+    assert_one_line_error(missing, code=2, contains="order has no version 9 loaded (v1, v2)")
