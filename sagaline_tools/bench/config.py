@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-SECTIONS: tuple[str, ...] = ("baseline", "orchestrator", "e2e", "latency", "scale", "timers")
-"""In run order: latency and scale use the orchestrator figure, so they come after it."""
+SECTIONS: tuple[str, ...] = (
+    "baseline",
+    "minimal",
+    "orchestrator",
+    "e2e",
+    "latency",
+    "scale",
+    "timers",
+)
+"""In run order: latency and scale use the orchestrator figure, so they come after it; the
+minimal step runs just before the orchestrator, which is measured against it."""
 
 STEPS_PER_ORDER = 4
 """History rows of a successful order saga: started, paid, reserved, shipped."""
@@ -23,7 +32,7 @@ class Sizes:
     messages: int = 20_000
     """Messages the bare relay baseline moves from queue A to queue B."""
     orders: int = 3_000
-    """Orders fed to the orchestrator with the stub worker (sections orchestrator and scale)."""
+    """Orders fed with the stub worker (sections minimal, orchestrator and scale)."""
     e2e_orders: int = 2_000
     """Orders run end to end through the real workers."""
     latency_seconds: float = 20.0
@@ -77,7 +86,8 @@ class BenchConfig:
     """Seed history, inbox and outbox rows in proportion to the seeded sagas (4 per finished)."""
     quick: bool = False
     repeat: int = 1
-    """Rounds of the baseline and orchestrator measurements; the median is reported."""
+    """Rounds of the baseline, minimal step and orchestrator measurements; the median is
+    reported."""
     section_timeout: float | None = None
     """Seconds a section may take before it counts as failed (default: 120 quick, 3600)."""
 

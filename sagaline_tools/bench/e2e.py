@@ -11,11 +11,10 @@ the sagas finishing is reported beside it.
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any
 
-from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench import cpu
+from sagaline_tools.bench.burst import publish_orders
 from sagaline_tools.bench.config import BenchConfig
 from sagaline_tools.bench.env import BenchEnv
 from sagaline_tools.bench.orchestrator_run import alive
@@ -23,7 +22,7 @@ from sagaline_tools.bench.procs import wait_ready
 from sagaline_tools.bench.progress import Step
 from sagaline_tools.bench.stats import window_rate
 from sagaline_tools.bench.watch import sample_until
-from sagaline_tools.bench.workload import order_envelope, stock_for
+from sagaline_tools.bench.workload import stock_for
 
 ORDER_WORKERS = ("payments", "inventory", "shipping")
 
@@ -42,7 +41,6 @@ async def seed_stock(env: BenchEnv, count: int) -> None:
 
 async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
     orders = config.sizes.e2e_orders
-    run_tag = uuid.uuid4().hex[:8]
     step.phase("starting orchestrator and workers")
     await env.reset()
     await seed_stock(env, orders)
@@ -54,21 +52,8 @@ async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
     pids = {name: child.pid for name, child in children.items() if child.pid is not None}
     conn = await env.connect_db()
     try:
-        step.phase("publishing orders", orders)
-        connection = await amqp.connect(env.settings.amqp_url)
-        try:
-            channel = await amqp.confirm_channel(connection)
-            started = time.monotonic()
-            cpu_before = cpu.snapshot(pids, env.servers)
-            await amqp.publish_envelopes(
-                channel,
-                env.settings.topology.events_exchange,
-                (order_envelope(run_tag, i) for i in range(orders)),
-                progress=step.update,
-            )
-            published = time.monotonic()
-        finally:
-            await connection.close()
+        burst = await publish_orders(env, step, orders, pids)
+        started, published = burst.started, burst.published
 
         async def finished() -> int:
             return int(
@@ -107,5 +92,5 @@ async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
         "steady_sagas_per_s": window_rate(samples, orders),
         "seconds": seconds,
         "publish_seconds": published - started,
-        "cpu_cores": cpu.usage(cpu_before, cpu_after, ended - started),
+        "cpu_cores": cpu.usage(burst.cpu_before, cpu_after, ended - started),
     }

@@ -10,12 +10,12 @@ Section 5 repeats this after seeding the saga tables with finished and live saga
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import asyncpg
 
-from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench import cpu
+from sagaline_tools.bench.burst import publish_orders, wal_counters, wal_per
 from sagaline_tools.bench.config import STEPS_PER_ORDER, BenchConfig
 from sagaline_tools.bench.env import BenchEnv
 from sagaline_tools.bench.procs import Child
@@ -23,7 +23,6 @@ from sagaline_tools.bench.progress import Step
 from sagaline_tools.bench.seed import due_in_future, order_templates, seed, vacuum_analyze
 from sagaline_tools.bench.stats import median_round, span_rate, window_rate
 from sagaline_tools.bench.watch import sample_until
-from sagaline_tools.bench.workload import order_envelope
 
 
 async def start_stub(env: BenchEnv, config: BenchConfig) -> Child:
@@ -48,17 +47,6 @@ def alive(*children: Child) -> None:
             raise child.failure("exited during the measurement")
 
 
-async def wal_counters(conn: asyncpg.Connection) -> dict[str, int]:
-    """PostgreSQL's WAL counters (server-wide: other databases' writes count too)."""
-    row = await conn.fetchrow("SELECT wal_records, wal_fpi, wal_bytes, wal_sync FROM pg_stat_wal")
-    return {key: int(row[key]) for key in ("wal_records", "wal_fpi", "wal_bytes", "wal_sync")}
-
-
-def wal_per(before: dict[str, int], after: dict[str, int], units: int) -> dict[str, float]:
-    """WAL written per unit of work (e.g. per transition) between two readings."""
-    return {key: round((after[key] - before[key]) / max(1, units), 2) for key in before}
-
-
 async def history_mark(conn: asyncpg.Connection) -> int:
     """The highest history id so far: rows above it belong to the measurement."""
     return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM saga.history"))
@@ -74,26 +62,11 @@ async def drive(
     steps_per_order: int = STEPS_PER_ORDER,
 ) -> dict[str, Any]:
     """Publish `orders` orders at once; wait for their transitions; rates and CPU use."""
-    run_tag = uuid.uuid4().hex[:8]
     mark = await history_mark(conn)
     expected = orders * steps_per_order
     pids = {name: child.pid for name, child in children.items() if child.pid is not None}
-    step.phase("publishing orders", orders)
-    connection = await amqp.connect(env.settings.amqp_url)
-    try:
-        channel = await amqp.confirm_channel(connection)
-        wal_before = await wal_counters(conn)
-        started = time.monotonic()
-        cpu_before = cpu.snapshot(pids, env.servers)
-        await amqp.publish_envelopes(
-            channel,
-            env.settings.topology.events_exchange,
-            (order_envelope(run_tag, i) for i in range(orders)),
-            progress=step.update,
-        )
-        published = time.monotonic()
-    finally:
-        await connection.close()
+    burst = await publish_orders(env, step, orders, pids, conn)
+    started, published = burst.started, burst.published
 
     async def transitions() -> int:
         return int(await conn.fetchval("SELECT count(*) FROM saga.history WHERE id > $1", mark))
@@ -108,7 +81,8 @@ async def drive(
     )
     ended = samples[-1].at
     cpu_after = cpu.snapshot(pids, env.servers)
-    wal = wal_per(wal_before, await wal_counters(conn), expected)
+    assert burst.wal_before is not None
+    wal = wal_per(burst.wal_before, await wal_counters(conn), expected)
     span = await conn.fetchrow(
         "SELECT count(*) AS n, extract(epoch FROM min(at)) AS first,"
         " extract(epoch FROM max(at)) AS last FROM saga.history WHERE id > $1",
@@ -116,7 +90,7 @@ async def drive(
     )
     completed = await conn.fetchval(
         "SELECT count(*) FROM saga.instances WHERE business_key LIKE $1 AND state = 'completed'",
-        f"bench-{run_tag}-%",
+        f"bench-{burst.run_tag}-%",
     )
     rate = window_rate(samples, expected)
     return {
@@ -127,7 +101,7 @@ async def drive(
         "history_span_per_s": span_rate(int(span["n"]), float(span["first"]), float(span["last"])),
         "seconds": ended - started,
         "publish_seconds": published - started,
-        "cpu_cores": cpu.usage(cpu_before, cpu_after, ended - started),
+        "cpu_cores": cpu.usage(burst.cpu_before, cpu_after, ended - started),
         "wal_per_transition": wal,
     }
 

@@ -28,7 +28,7 @@ from rich.progress import (
 )
 
 from sagaline.settings import Settings
-from sagaline_tools.bench import baseline, e2e, latency, orchestrator_run, report, timers
+from sagaline_tools.bench import baseline, e2e, latency, minimal, orchestrator_run, report, timers
 from sagaline_tools.bench.config import BenchConfig
 from sagaline_tools.bench.env import BenchEnv
 from sagaline_tools.bench.machine import local_machine
@@ -127,6 +127,7 @@ def _sections() -> dict[str, Section]:
 
     return {
         "baseline": run_baseline,
+        "minimal": lambda env, config, step, _: minimal.run(env, config, step),
         "orchestrator": lambda env, config, step, _: orchestrator_run.run(env, config, step),
         "e2e": lambda env, config, step, _: e2e.run(env, config, step),
         "latency": run_latency,
@@ -138,6 +139,7 @@ def _sections() -> dict[str, Section]:
 def headline(name: str, result: dict[str, Any]) -> str:
     keys = {
         "baseline": ("msgs_per_s", "msgs/s"),
+        "minimal": ("transitions_per_s", "transitions/s"),
         "orchestrator": ("transitions_per_s", "transitions/s"),
         "e2e": ("sagas_per_s", "sagas/s"),
         "latency": ("p99_ms", "ms p99"),

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     app.command("bench")(bench)
 
 
-SECTION_HELP = "baseline, orchestrator, e2e, latency, scale, timers"
+SECTION_HELP = "baseline, minimal, orchestrator, e2e, latency, scale, timers"
 
 
 def bench(
@@ -43,7 +43,8 @@ def bench(
         int | None, typer.Option(min=1, help="Messages the bare relay baseline moves.")
     ] = None,
     orders: Annotated[
-        int | None, typer.Option(min=1, help="Orders for the orchestrator and scale sections.")
+        int | None,
+        typer.Option(min=1, help="Orders for the minimal, orchestrator and scale sections."),
     ] = None,
     e2e_orders: Annotated[
         int | None, typer.Option(min=1, help="Orders run end to end through real workers.")
@@ -100,10 +101,11 @@ def bench(
 ) -> None:
     """Measure sagaline on this machine's RabbitMQ and PostgreSQL.
 
-    Sections, in order: the bare aio-pika relay baseline; the orchestrator alone with stub
-    workers; end-to-end order sagas with the real workers; latency at half the orchestrator's
-    rate; the orchestrator again with finished and live sagas seeded; and due timers firing on
-    start. Prints one table (figure, ratio to the baseline, goal, pass/fail, machine) and
+    Sections, in order: the bare aio-pika relay baseline; the minimal hand-written saga step
+    (raw asyncpg + aio-pika) with stub workers; the orchestrator alone with stub workers;
+    end-to-end order sagas with the real workers; latency at half the orchestrator's rate;
+    the orchestrator again with finished and live sagas seeded; and due timers firing on
+    start. Prints one table (figure, ratio to its reference, goal, pass/fail, machine) and
     exits 1 if a section failed or a timer did not fire exactly once.
     """
     from sagaline_tools.bench import config as bench_config

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.bench, pytest.mark.e2e, pytest.mark.timeout(180)]
 FIGURES = [
     "baseline_msgs_per_s",
     "two_hop_msgs_per_s",
+    "minimal_transitions_per_s",
     "orchestrator_transitions_per_s",
     "e2e_sagas_per_s",
     "latency_p50_ms",
@@ -31,7 +32,7 @@ FIGURES = [
     "scale_transitions_per_s",
     "timers_all_fired_seconds",
 ]
-SECTIONS = ["baseline", "orchestrator", "e2e", "latency", "scale", "timers"]
+SECTIONS = ["baseline", "minimal", "orchestrator", "e2e", "latency", "scale", "timers"]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,7 @@ def test_results_hold_the_raw_measurements(quick_run: dict[str, Any]) -> None:
     results = quick_run["results"]
     sizes = quick_run["config"]["sizes"]
     assert results["baseline"]["messages"] == sizes["messages"]
+    assert results["minimal"]["completed"] == sizes["orders"]
     assert results["orchestrator"]["completed"] == sizes["orders"]
     assert results["e2e"]["completed"] == sizes["e2e_orders"]
     assert results["latency"]["count"] >= 1

@@ -38,5 +38,5 @@ def test_unreachable_broker_exits_3_before_creating_anything() -> None:
 def test_help_names_every_section() -> None:
     result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for section in ("baseline", "orchestrator", "e2e", "latency", "scale", "timers"):
+    for section in ("baseline", "minimal", "orchestrator", "e2e", "latency", "scale", "timers"):
         assert section in result.stdout

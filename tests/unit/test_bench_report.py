@@ -34,6 +34,9 @@ def results(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "baseline": {"msgs_per_s": 3000.0, "messages": 20_000, "body_bytes": 200, "batch": 64,
                      "max_wait_ms": 5.0, "two_hop_msgs_per_s": 1800.0,
                      "cpu_cores": {"relay1": 0.9, "rabbitmq": 0.8}},
+        "minimal": {"transitions_per_s": 5000.0, "orders": 3000, "transitions": 12_000,
+                    "seconds": 3.0, "cpu_cores": {"minimal": 0.5, "postgresql": 0.2},
+                    "wal_per_transition": {"wal_bytes": 1536.0, "wal_fpi": 0.0}},
         "orchestrator": {"transitions_per_s": 2700.0, "orders": 3000,
                          "cpu_cores": {"orchestrator": 0.95, "machine": 1.9}},
         "e2e": {"sagas_per_s": 300.0, "orders": 2000},
@@ -57,11 +60,17 @@ def by_key(figs: list[Any]) -> dict[str, Any]:
 def test_all_goals_met() -> None:
     figs = by_key(figures(results()))
     assert figs["baseline_msgs_per_s"].status == NO_GOAL
+    minimal = figs["minimal_transitions_per_s"]
+    assert minimal.status == NO_GOAL
+    assert minimal.ratio == pytest.approx(5000 / 3000)
+    # 0.5 cores x 3 s / 12,000 transitions = 0.125 ms
+    assert "per transition: minimal 0.12 ms, pg 0.05 ms CPU; WAL 1.5 kB" in minimal.note
     orch = figs["orchestrator_transitions_per_s"]
-    assert orch.ratio == pytest.approx(0.9)
+    assert orch.ratio == pytest.approx(2700 / 5000)
+    assert orch.ratio_to == "minimal step"
     assert orch.status == PASS
     assert "orch 0.95" in orch.note
-    assert "1.50x two relays" in orch.note
+    assert "0.90x baseline, 1.50x two relays" in orch.note
     two = figs["two_hop_msgs_per_s"]
     assert two.ratio == pytest.approx(0.6)
     assert two.status == NO_GOAL
@@ -81,7 +90,7 @@ def test_all_goals_met() -> None:
 @pytest.mark.parametrize(
     ("changes", "key"),
     [
-        ({"orchestrator": {"transitions_per_s": 2300.0}}, "orchestrator_transitions_per_s"),
+        ({"orchestrator": {"transitions_per_s": 2400.0}}, "orchestrator_transitions_per_s"),
         ({"e2e": {"sagas_per_s": 249.0}}, "e2e_sagas_per_s"),
         ({"latency": {"p99_ms": 50.1}}, "latency_p99_ms"),
         ({"scale": {"transitions_per_s": 2400.0}}, "scale_transitions_per_s"),
@@ -107,14 +116,16 @@ def test_a_timer_that_did_not_fire_exactly_once_is_spelled_out() -> None:
 def test_missing_sections_are_not_run_or_errors() -> None:
     value = results()
     del value["baseline"]
+    del value["minimal"]
     del value["latency"]
     figs = by_key(figures(value, {"latency": "Stalled: transitions stuck"}))
     assert figs["baseline_msgs_per_s"].status == NOT_RUN
     assert figs["two_hop_msgs_per_s"].status == NOT_RUN
+    assert figs["minimal_transitions_per_s"].status == NOT_RUN
     orch = figs["orchestrator_transitions_per_s"]
     assert orch.ratio is None
     assert orch.status == NO_GOAL
-    assert "no baseline" in orch.note
+    assert "no minimal step" in orch.note
     assert figs["latency_p99_ms"].status == ERROR
     assert figs["latency_p99_ms"].note == "Stalled: transitions stuck"
     assert overall(list(figs.values()))["errors"] == 3  # p50, p95, p99
@@ -160,7 +171,7 @@ def test_table_has_one_row_per_figure_and_the_machine_line() -> None:
     text = console.export_text()
     for figure in figs:
         assert figure.label in text
-    assert "0.90x baseline" in text
+    assert "0.54x minimal step" in text
     assert "2 cores · 23.5 GiB · AMD EPYC · Python 3.11.7 · RabbitMQ 3.10.8" in text
 
 
