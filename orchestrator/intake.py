@@ -41,6 +41,7 @@ from sagaline.faults import crash_point
 from sagaline.messaging.batching import apply_batch, parse_or_park, settle_one_by_one
 from sagaline.messaging.delivery import DeliveryHandler
 from sagaline.messaging.errors import PermanentMessageError, error_summary
+from sagaline.messaging.stages import mark, note, timed
 
 log = logging.getLogger("sagaline.intake")
 
@@ -86,6 +87,10 @@ class StepObserver:
             machine.compensating,
             machine.compensation_failed,
         )
+
+
+def _caused(result: BatchResult) -> bool:
+    return isinstance(result, StepResult) and bool(result.decision and result.decision.outgoing)
 
 
 class SingleIntake:
@@ -135,10 +140,12 @@ class BatchIntake:
         parsed = await parse_or_park(self.handler, deliveries)
         if not parsed:
             return
+        mark("parsed")
         results = await self._apply(parsed)
         if isinstance(results, Exception):  # not a refusal, not an outage
             await settle_one_by_one(self.handler, parsed, results)
             return
+        mark("committed")
         outgoing: list[uuid.UUID] = []
         for (delivery, envelope), result in zip(parsed, results, strict=True):
             if isinstance(result, StepResult):
@@ -151,6 +158,9 @@ class BatchIntake:
                 await self.handler.park(
                     delivery, park_reason(result), error_summary(result), envelope
                 )
+        mark("acked")
+        if timed():  # bench: which deliveries' latency ends at the dispatch's confirm
+            note("caused", [_caused(r) for r in results] if len(parsed) == len(deliveries) else [])
         if self.dispatch is not None and outgoing:
             await self.dispatch(outgoing)
 

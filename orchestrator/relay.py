@@ -41,6 +41,7 @@ from sagaline.background import BackgroundLoop
 from sagaline.faults import crash_point
 from sagaline.messaging.errors import error_summary
 from sagaline.messaging.publish import amqp_message
+from sagaline.messaging.stages import mark
 
 log = logging.getLogger("sagaline.relay")
 
@@ -175,7 +176,9 @@ class OutboxRelay(BackgroundLoop):
                 rows = await self._routable(claimed)
                 if not rows:
                     return None
+                mark("claimed")
                 confirmed = await self._publish(rows)
+                mark("confirmed")
                 crash_point("orchestrator.after_publish_before_mark")
                 if confirmed:
                     await conn.execute(MARK_SENT, confirmed, self.clock())

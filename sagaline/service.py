@@ -36,6 +36,7 @@ from sagaline.messaging.declare import declare_consumer
 from sagaline.messaging.delivery import DeliveryHandler, Process
 from sagaline.messaging.link_log import LinkLog
 from sagaline.messaging.senders import SenderPolicy
+from sagaline.messaging.stages import StageLog
 from sagaline.settings import Settings
 from sagaline.tls import amqp_connect_options, broker_security
 
@@ -192,6 +193,7 @@ def consume_in_batches(
         workers=settings.batch_workers,
         stopping=resources.handler.stopping,
         metrics=BatchMetrics(resources.registry, consumer),
+        stages=StageLog(settings.stage_log) if settings.stage_log else None,
     )
     return QueueBatches(
         resources.connection,

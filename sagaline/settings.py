@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     """How long a batch waits to fill before it is applied anyway."""
     batch_workers: int = Field(default=2, ge=1, le=32)
     """Batches in flight at once in one process."""
+    stage_log: str | None = None
+    """Bench only: append each batch's stage timings to this file (sagaline.messaging.stages)."""
     db_pool_size: int = Field(default=10, ge=1, le=200)
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)

@@ -22,6 +22,7 @@ from contracts.envelope import Envelope
 from sagaline.db import hold_through_outage
 from sagaline.messaging.delivery import DeliveryHandler
 from sagaline.messaging.errors import PermanentMessageError, error_summary
+from sagaline.messaging.stages import StageLog
 
 log = logging.getLogger("sagaline.batching")
 
@@ -71,8 +72,11 @@ class BatchConsumer:
         stopping: asyncio.Event,
         metrics: BatchMetrics | None = None,
         failure_pause: float = 1.0,
+        stages: StageLog | None = None,
     ) -> None:
         self.processor = processor
+        self.stages = stages
+        """Bench only: each batch's stage timings (sagaline.messaging.stages)."""
         self.failure_pause = failure_pause
         self.metrics = metrics
         self.batch_size = batch_size
@@ -91,7 +95,13 @@ class BatchConsumer:
         self._tasks = [
             asyncio.create_task(self._work(), name=f"batch-{i}") for i in range(self.workers)
         ]
-        self._consumer_tag = await queue.consume(self._pending.put)
+        put = self._pending.put if self.stages is None else self._timed_put
+        self._consumer_tag = await queue.consume(put)
+
+    async def _timed_put(self, delivery: AbstractIncomingMessage) -> None:
+        assert self.stages is not None
+        self.stages.arrived(delivery)
+        await self._pending.put(delivery)
 
     async def stop(self, grace: float) -> None:
         """Stop taking deliveries, finish the batches in hand, give the rest back."""
@@ -106,6 +116,8 @@ class BatchConsumer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.stages is not None:
+            self.stages.close()
 
     async def _work(self) -> None:
         while True:
@@ -114,12 +126,16 @@ class BatchConsumer:
             async with self._collecting:
                 batch = await self._collect()
             started = time.monotonic()
+            timing = self.stages.begin(batch) if self.stages is not None else None
             try:
                 await self.processor.process(batch)
             except Exception as exc:  # never let one batch kill the consumer
                 log.error("batch failed", extra={"error": error_summary(exc), "size": len(batch)})
                 await self._give_back(batch)
             finally:
+                if timing is not None:
+                    assert self.stages is not None
+                    self.stages.end(timing)
                 for _ in batch:
                     self._pending.task_done()
             if self.metrics is not None:

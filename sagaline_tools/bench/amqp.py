@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,6 +57,32 @@ async def publish_window(
         await asyncio.gather(*pending)
         sent += len(pending)
     return sent
+
+
+async def publish_paced(
+    exchange: AbstractExchange,
+    messages: Iterable[tuple[str, aio_pika.Message]],
+    rate: float,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> float:
+    """Publish (routing key, message) pairs at `rate` per second, confirms awaited in the
+    background (a slow confirm does not hold the next publish back); returns the seconds the
+    offering took."""
+    pending: list[asyncio.Task[Any]] = []
+    started = time.monotonic()
+    for i, (routing_key, message) in enumerate(messages):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.append(
+            asyncio.create_task(exchange.publish(message, routing_key=routing_key, mandatory=True))
+        )
+        if progress is not None and i % 50 == 0:
+            progress(i)
+    offered = time.monotonic() - started
+    await asyncio.gather(*pending)
+    return offered
 
 
 async def publish_envelopes(

@@ -25,7 +25,7 @@ from sagaline_tools.bench import amqp, cpu
 from sagaline_tools.bench.config import BenchConfig
 from sagaline_tools.bench.env import RELAY_QUEUES, BenchEnv
 from sagaline_tools.bench.progress import Step
-from sagaline_tools.bench.relay import RelayStats, Route, enqueue, run_relay
+from sagaline_tools.bench.relay import RelayStats, Route, Timings, enqueue, run_relay
 from sagaline_tools.bench.stats import median_round
 
 BODY_BYTES = 200
@@ -190,7 +190,10 @@ async def relay_main(args: argparse.Namespace) -> dict[str, Any]:
         publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         queue = await consume.declare_queue(args.source, passive=True)
-        await queue.consume(enqueue(inbox))
+        timings = Timings() if args.timed else None
+        await queue.consume(enqueue(inbox, timings.arrived if timings else None))
+        if args.timed:
+            _report({"ready": True})  # the latency run paces its load from here
         stats = await run_relay(
             inbox,
             copy_to(publish.default_exchange, args.target),
@@ -198,10 +201,23 @@ async def relay_main(args: argparse.Namespace) -> dict[str, Any]:
             max_wait=args.max_wait_ms / 1000,
             stats=RelayStats(),
             stop_after=args.count,
+            timings=timings,
         )
     finally:
         await connection.close()
-    return {"first_at": stats.first_at, "last_at": stats.last_at, "batches": stats.batches}
+    result: dict[str, Any] = {
+        "first_at": stats.first_at,
+        "last_at": stats.last_at,
+        "batches": stats.batches,
+    }
+    if timings is not None:
+        result["stages"] = timings.stages
+    return result
+
+
+def _report(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -213,12 +229,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--prefetch", type=int, default=128)
+    parser.add_argument("--timed", action="store_true", help="report each message's stages")
     args = parser.parse_args()
     import uvloop
 
-    result = uvloop.run(relay_main(args))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    _report(uvloop.run(relay_main(args)))
 
 
 if __name__ == "__main__":

@@ -113,10 +113,13 @@ class BenchEnv:
         env.update(extra or {})
         return env
 
-    def start_service(self, name: str, args: list[str]) -> Child:
+    def start_service(
+        self, name: str, args: list[str], extra_env: dict[str, str] | None = None
+    ) -> Child:
         """A sagaline process (`-m orchestrator`, `-m consumers payments`) with its /readyz."""
         port = free_port()
-        child = Child(name, args, self.log_dir / f"{name}.log", self.child_env(port), port=port)
+        env = self.child_env(port, extra_env)
+        child = Child(name, args, self.log_dir / f"{name}.log", env, port=port)
         self.children.append(child)
         child.start()
         return child
@@ -130,8 +133,8 @@ class BenchEnv:
         child.start(capture_stdout=True)
         return child
 
-    async def start_orchestrator(self) -> Child:
-        child = self.start_service("orchestrator", ["-m", "orchestrator"])
+    async def start_orchestrator(self, extra_env: dict[str, str] | None = None) -> Child:
+        child = self.start_service("orchestrator", ["-m", "orchestrator"], extra_env)
         await wait_ready([child])
         return child
 

@@ -1,44 +1,40 @@
-"""Section 4: latency from an event's receipt to its command's confirm, at a steady load.
+"""Section 4: latency of the orchestrator's hop at half load, against the broker's own hop.
 
-Orders are published at a steady rate chosen so that the orchestrator's transitions run at a
-fixed fraction (half by default) of the rate the orchestrator section measured, with the stub
-worker answering. Per command the latency is
+Both are timed in their own process on the monotonic clock, from a delivery's arrival to the
+broker's confirm of what it caused:
 
-    saga.outbox.published_at - saga.inbox.received_at
+- the bare relay (baseline.py with --timed) is offered the orchestrator's event rate (the
+  transitions/s below) of 200-byte messages, relays them A -> B in batches (64 / 5 ms) and
+  notes, per message, its wait for the batch and the publish up to the confirm of its copy;
+- the orchestrator, with the stub worker answering, is offered orders at a steady rate so
+  that it makes a fixed fraction (half by default) of the transitions/s the orchestrator
+  section measured; with SAGALINE_STAGE_LOG set it writes each batch's stage times
+  (sagaline.messaging.stages), from which each event that sent a command gets its latency
+  arrival -> command confirmed, split into: wait for the batch, parse, transaction (commit
+  included), ack, claim of the outbox rows, publish until confirmed.
 
-where the inbox row is the event that caused the command (history row -> `commands` list ->
-outbox row by message id). `received_at` is the store's clock when the step's transaction
-began (after the delivery was taken from the queue and parsed, so time spent in the queue and
-in batching before the transaction is not included); `published_at` is when the outbox relay
-marked the row after the broker confirmed it. So this is: step transaction + commit + outbox
-wake-up + publish with confirm + mark, per command.
+The figure is the orchestrator's p99 as a multiple of the relay's p99 at the same rate.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sagaline.messaging.publish import envelope_message
 from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench.baseline import relay_messages
 from sagaline_tools.bench.config import STEPS_PER_ORDER, BenchConfig
-from sagaline_tools.bench.env import BenchEnv
+from sagaline_tools.bench.env import RELAY_QUEUES, BenchEnv
 from sagaline_tools.bench.orchestrator_run import alive, history_mark, start_stub
+from sagaline_tools.bench.procs import Child
 from sagaline_tools.bench.progress import Step
-from sagaline_tools.bench.stats import latency_summary
+from sagaline_tools.bench.stage_report import orchestrator_stages, summarize
+from sagaline_tools.bench.stats import ratio
 from sagaline_tools.bench.watch import sample_until
 from sagaline_tools.bench.workload import order_envelope
-
-LATENCY_SQL = """
-SELECT extract(epoch FROM (o.published_at - i.received_at)) * 1000 AS ms
-FROM saga.history h
-JOIN saga.inbox i ON i.message_id = h.message_id
-CROSS JOIN LATERAL jsonb_array_elements(h.commands) c
-JOIN saga.outbox o ON o.message_id = (c ->> 'message_id')::uuid
-WHERE h.id > $1 AND c ->> 'kind' = 'command' AND o.published_at IS NOT NULL
-"""
 
 
 def offered_rates(config: BenchConfig, orchestrator_rate: float | None) -> tuple[float, float]:
@@ -56,11 +52,85 @@ async def run(
     env: BenchEnv, config: BenchConfig, step: Step, orchestrator_rate: float | None
 ) -> dict[str, Any]:
     transitions_rate, orders_rate = offered_rates(config, orchestrator_rate)
+    relay = await relay_latency(env, config, step, transitions_rate)
+    result = await orchestrator_latency(env, config, step, transitions_rate, orders_rate)
+    result["relay"] = relay
+    result["p99_ratio"] = ratio(result["p99_ms"], relay["p99_ms"])
+    return result
+
+
+def _watching(step: Step, *children: Child) -> Callable[[int], None]:
+    def progress(done: int) -> None:
+        step.update(done)
+        alive(*children)
+
+    return progress
+
+
+async def relay_latency(
+    env: BenchEnv, config: BenchConfig, step: Step, rate: float
+) -> dict[str, Any]:
+    """The bare relay's per-message latency at `rate` messages/s."""
+    count = max(1, round(rate * config.sizes.latency_seconds))
+    source, target = RELAY_QUEUES[0], RELAY_QUEUES[1]
+    connection = await amqp.connect(env.settings.amqp_url)
+    try:
+        channel = await amqp.confirm_channel(connection)
+        a, b = [
+            await amqp.declare_work_like(channel, env.settings.topology, q)
+            for q in (source, target)
+        ]
+        for name in (a, b):
+            await (await channel.get_queue(name)).purge()
+        relay = env.start_helper(
+            "relay-timed",
+            "sagaline_tools.bench.baseline",
+            [
+                "--amqp-url", env.settings.amqp_url,
+                "--source", a,
+                "--target", b,
+                "--count", str(count),
+                "--batch", str(config.relay_batch),
+                "--max-wait-ms", str(config.relay_max_wait_ms),
+                "--prefetch", str(config.relay_prefetch),
+                "--timed",
+            ],
+        )  # fmt: skip
+        try:
+            await relay.read_json_line(within=60)
+            step.phase(f"bare relay at {rate:,.0f} msgs/s", count)
+            cpu_before = cpu.snapshot({"relay": relay.pid or 0}, env.servers)
+            offered = await amqp.publish_paced(
+                channel.default_exchange,
+                ((a, m) for m in relay_messages(count)),
+                rate,
+                progress=_watching(step, relay),
+            )
+            usage = cpu.usage(cpu_before, cpu.snapshot({"relay": relay.pid or 0}, env.servers),
+                              offered)  # fmt: skip
+            report = await relay.read_json_line(within=60 + count / 100)
+        finally:
+            await env.stop(relay)
+        await (await channel.get_queue(b)).purge()
+    finally:
+        await connection.close()
+    return {
+        "offered_msgs_per_s": rate,
+        "messages": count,
+        "seconds": offered,
+        "cpu_cores": usage,
+        **summarize(report["stages"]),
+    }
+
+
+async def orchestrator_latency(
+    env: BenchEnv, config: BenchConfig, step: Step, transitions_rate: float, orders_rate: float
+) -> dict[str, Any]:
     orders = max(1, round(orders_rate * config.sizes.latency_seconds))
-    run_tag = uuid.uuid4().hex[:8]
     step.phase("starting orchestrator and stub worker")
     await env.reset()
-    orchestrator = await env.start_orchestrator()
+    stage_log = env.log_dir / f"stages-{uuid.uuid4().hex[:6]}.jsonl"
+    orchestrator = await env.start_orchestrator({"SAGALINE_STAGE_LOG": str(stage_log)})
     stub = await start_stub(env, config)
     conn = await env.connect_db()
     try:
@@ -72,27 +142,17 @@ async def run(
             exchange = await channel.get_exchange(
                 env.settings.topology.events_exchange, ensure=False
             )
-            pending: list[asyncio.Task[Any]] = []
+            run_tag = uuid.uuid4().hex[:8]
+            envelopes = (order_envelope(run_tag, i) for i in range(orders))
             pids = {"orchestrator": orchestrator.pid or 0, "stub": stub.pid or 0}
             cpu_before = cpu.snapshot(pids, env.servers)
-            started = time.monotonic()
-            for i in range(orders):
-                delay = started + i / orders_rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                envelope = order_envelope(run_tag, i)
-                message = envelope_message(envelope)
-                pending.append(
-                    asyncio.create_task(
-                        exchange.publish(message, routing_key=envelope.type, mandatory=True)
-                    )
-                )
-                if i % 50 == 0:
-                    step.update(i)
-                    alive(orchestrator, stub)
-            offered_seconds = time.monotonic() - started
-            cpu_cores = cpu.usage(cpu_before, cpu.snapshot(pids, env.servers), offered_seconds)
-            await asyncio.gather(*pending)
+            offered = await amqp.publish_paced(
+                exchange,
+                ((e.type, envelope_message(e)) for e in envelopes),
+                orders_rate,
+                progress=_watching(step, orchestrator, stub),
+            )
+            cpu_cores = cpu.usage(cpu_before, cpu.snapshot(pids, env.servers), offered)
         finally:
             await connection.close()
 
@@ -107,19 +167,26 @@ async def run(
             check=lambda: alive(orchestrator, stub),
             what="transitions",
         )
-        latencies = [float(r["ms"]) for r in await conn.fetch(LATENCY_SQL, mark)]
     finally:
         await conn.close()
-        await env.stop(stub, orchestrator)
-    if not latencies:
+        await env.stop(stub, orchestrator)  # the orchestrator's last batch lines are written
+    messages, incomplete = orchestrator_stages(_lines(stage_log))
+    if not messages:
         raise RuntimeError("no command latencies recorded")
-    achieved = orders / offered_seconds * STEPS_PER_ORDER if offered_seconds > 0 else None
     return {
-        "measured": "outbox.published_at - inbox.received_at of the causing event, per command",
+        "measured": "delivery arrival -> confirm of the command it caused, in the orchestrator",
         "offered_transitions_per_s": transitions_rate,
-        "achieved_transitions_per_s": achieved,
+        "achieved_transitions_per_s": orders * STEPS_PER_ORDER / offered if offered > 0 else None,
         "orders": orders,
-        "seconds": offered_seconds,
+        "seconds": offered,
         "cpu_cores": cpu_cores,
-        **latency_summary(latencies),
+        "batches_untimed": incomplete,
+        **summarize(messages),
     }
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
@@ -37,18 +37,45 @@ class RelayStats:
 
 
 def enqueue(
-    inbox: asyncio.Queue[AbstractIncomingMessage],
+    inbox: asyncio.Queue[AbstractIncomingMessage], arrived: dict[int, float] | None = None
 ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-    """A consumer callback feeding `inbox`.
+    """A consumer callback feeding `inbox` (noting each delivery's arrival time in `arrived`).
 
     It must be a coroutine function: aio-pika wraps a plain callable in a shim that formats a
     deprecation warning with its repr on every delivery, i.e. the repr of the whole queue.
     """
+    if arrived is not None:
+        return _timed(inbox, arrived)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         inbox.put_nowait(message)
 
     return on_message
+
+
+def _timed(
+    inbox: asyncio.Queue[AbstractIncomingMessage], arrived: dict[int, float]
+) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        arrived[id(message)] = time.monotonic()
+        inbox.put_nowait(message)
+
+    return on_message
+
+
+@dataclass
+class Timings:
+    """Per relayed message: ms from its arrival until its batch was taken ("wait"), and from
+    then until its copy was confirmed ("confirm": mapping, publishing, the broker's confirm)."""
+
+    arrived: dict[int, float] = field(default_factory=dict)
+    stages: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self, items: Sequence[AbstractIncomingMessage], taken: float) -> None:
+        confirmed = time.monotonic()
+        for item in items:
+            at = self.arrived.pop(id(item), taken)
+            self.stages.append({"wait": (taken - at) * 1000, "confirm": (confirmed - taken) * 1000})
 
 
 async def next_batch(
@@ -90,15 +117,19 @@ async def run_relay(
     stats: RelayStats,
     stop_after: int | None = None,
     on_batch: Callable[[RelayStats], Awaitable[None] | None] | None = None,
+    timings: Timings | None = None,
 ) -> RelayStats:
     """Relay until `stop_after` messages were acked (forever when None)."""
     while stop_after is None or stats.relayed < stop_after:
         items = await next_batch(inbox, batch, max_wait)
+        taken = time.monotonic()
         if stats.first_at is None:
-            stats.first_at = time.monotonic()
+            stats.first_at = taken
         routes = [route for route in map(mapper, items) if route is not None]
         stats.skipped += len(items) - len(routes)
         await publish_all(routes)
+        if timings is not None:
+            timings.record(items, taken)
         await items[-1].ack(multiple=True)
         stats.relayed += len(items)
         stats.batches += 1

@@ -26,6 +26,7 @@ FIGURES = [
     "minimal_transitions_per_s",
     "orchestrator_transitions_per_s",
     "e2e_sagas_per_s",
+    "latency_relay_p99_ms",
     "latency_p50_ms",
     "latency_p95_ms",
     "latency_p99_ms",
@@ -89,6 +90,15 @@ def test_results_hold_the_raw_measurements(quick_run: dict[str, Any]) -> None:
     assert results["orchestrator"]["completed"] == sizes["orders"]
     assert results["e2e"]["completed"] == sizes["e2e_orders"]
     assert results["latency"]["count"] >= 1
+    assert results["latency"]["relay"]["count"] >= 1
+    assert set(results["latency"]["stages_p50_ms"]) == {
+        "wait",
+        "parse",
+        "transaction",
+        "ack",
+        "claim",
+        "confirm",
+    }
     assert results["scale"]["finished"] == sizes["finished"]
     assert results["scale"]["table_rows"]["instances"] >= sizes["finished"] + sizes["live"]
     timers = results["timers"]

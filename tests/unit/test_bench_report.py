@@ -41,7 +41,13 @@ def results(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
                          "cpu_cores": {"orchestrator": 0.95, "machine": 1.9}},
         "e2e": {"sagas_per_s": 300.0, "orders": 2000},
         "latency": {"p50_ms": 9.0, "p95_ms": 20.0, "p99_ms": 40.0, "count": 900,
-                    "offered_transitions_per_s": 1350.0},
+                    "offered_transitions_per_s": 1350.0, "p99_ratio": 2.0,
+                    "stages_p50_ms": {"wait": 4.0, "transaction": 3.0},
+                    "stages_tail_ms": {"wait": 9.0, "transaction": 25.0},
+                    "relay": {"p50_ms": 7.0, "p95_ms": 15.0, "p99_ms": 20.0, "messages": 40_000,
+                              "offered_msgs_per_s": 1350.0,
+                              "stages_p50_ms": {"wait": 5.0, "confirm": 2.0},
+                              "stages_tail_ms": {"wait": 10.0, "confirm": 9.0}}},
         "scale": {"transitions_per_s": 2500.0, "orders": 3000, "finished": 1_000_000,
                   "live": 100_000, "database_size": "5 GB"},
         "timers": {"timers": 100_000, "seconds": 50.0, "ready_seconds": 3.0,
@@ -78,7 +84,15 @@ def test_all_goals_met() -> None:
     assert figs["e2e_sagas_per_s"].status == PASS
     assert "0.70x baseline" in figs["e2e_sagas_per_s"].note  # 300 sagas/s * 7 hops / 3000
     assert figs["latency_p50_ms"].status == NO_GOAL
-    assert figs["latency_p99_ms"].status == PASS
+    assert "stages p50: wait 4.0, transaction 3.0" in figs["latency_p50_ms"].note
+    p99 = figs["latency_p99_ms"]
+    assert p99.status == PASS
+    assert p99.ratio == 2.0
+    assert p99.ratio_to == "relay p99"
+    assert "slowest 1%: wait 9.0, transaction 25.0" in p99.note
+    relay = figs["latency_relay_p99_ms"]
+    assert relay.value == 20.0
+    assert "40,000 msgs at 1,350/s; p50 7.0, p95 15.0 ms" in relay.note
     scale = figs["scale_transitions_per_s"]
     assert scale.ratio == pytest.approx(2500 / 2700)
     assert scale.status == PASS
@@ -92,7 +106,7 @@ def test_all_goals_met() -> None:
     [
         ({"orchestrator": {"transitions_per_s": 2400.0}}, "orchestrator_transitions_per_s"),
         ({"e2e": {"sagas_per_s": 249.0}}, "e2e_sagas_per_s"),
-        ({"latency": {"p99_ms": 50.1}}, "latency_p99_ms"),
+        ({"latency": {"p99_ratio": 3.1}}, "latency_p99_ms"),
         ({"scale": {"transitions_per_s": 2400.0}}, "scale_transitions_per_s"),
         ({"timers": {"seconds": 61.0}}, "timers_all_fired_seconds"),
         ({"timers": {"fired_once": False, "fired_more_than_once": 3}}, "timers_all_fired_seconds"),
@@ -128,7 +142,8 @@ def test_missing_sections_are_not_run_or_errors() -> None:
     assert "no minimal step" in orch.note
     assert figs["latency_p99_ms"].status == ERROR
     assert figs["latency_p99_ms"].note == "Stalled: transitions stuck"
-    assert overall(list(figs.values()))["errors"] == 3  # p50, p95, p99
+    assert figs["latency_relay_p99_ms"].status == ERROR
+    assert overall(list(figs.values()))["errors"] == 4  # relay, p50, p95, p99
 
 
 def test_below_goal_size_is_flagged_and_timers_are_projected() -> None:

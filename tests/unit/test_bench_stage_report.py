@@ -1,0 +1,58 @@
+"""sagaline bench: per-command latency and its stages from the orchestrator's stage lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sagaline_tools.bench.stage_report import orchestrator_stages, stage_text, summarize
+
+
+def batch(**changes: object) -> str:
+    value: dict[str, object] = {
+        "received": [0.990, 0.995, 0.999],
+        "collected": 1.000,
+        "parsed": 1.001,
+        "committed": 1.011,
+        "acked": 1.012,
+        "claimed": 1.014,
+        "confirmed": 1.020,
+        "caused": [True, False, True],
+    }
+    value.update(changes)
+    return json.dumps(value)
+
+
+def test_each_command_causing_delivery_gets_stages_that_add_up_to_its_latency() -> None:
+    messages, incomplete = orchestrator_stages([batch(), ""])
+    assert incomplete == 0
+    assert len(messages) == 2  # the second delivery sent no command
+    first, third = messages
+    assert first == pytest.approx(
+        {"wait": 10, "parse": 1, "transaction": 10, "ack": 1, "claim": 2, "confirm": 6}
+    )
+    assert third["wait"] == pytest.approx(1)
+    assert sum(first.values()) == pytest.approx((1.020 - 0.990) * 1000)
+
+
+def test_batches_without_commands_or_without_a_dispatch_are_left_out() -> None:
+    no_commands = batch(caused=[False, False, False])
+    fell_back = json.loads(batch())
+    del fell_back["claimed"]
+    messages, incomplete = orchestrator_stages([no_commands, json.dumps(fell_back)])
+    assert messages == []
+    assert incomplete == 1
+
+
+def test_the_summary_names_what_the_slowest_percent_is_made_of() -> None:
+    fast = [{"wait": 5.0, "confirm": 2.0}] * 99
+    slow = [{"wait": 5.0, "confirm": 50.0}]
+    summary = summarize(fast + slow)
+    assert summary["count"] == 100
+    assert summary["p50_ms"] == pytest.approx(7.0)
+    assert summary["stages_p50_ms"] == {"wait": 5.0, "confirm": 2.0}
+    assert summary["stages_tail_ms"]["confirm"] > 2.0
+    assert stage_text({"wait": 5.0, "confirm": 2.25}) == "wait 5.0, confirm 2.2"
+    with pytest.raises(ValueError, match="no timed"):
+        summarize([])
