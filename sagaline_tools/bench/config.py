@@ -33,8 +33,9 @@ class Sizes:
     """Messages the bare relay baseline moves from queue A to queue B."""
     orders: int = 3_000
     """Orders fed with the stub worker (sections minimal, orchestrator and scale)."""
-    e2e_orders: int = 2_000
-    """Orders run end to end through the real workers."""
+    e2e_orders: tuple[int, ...] = (1_000, 3_000)
+    """Orders run end to end through the real workers, one run per size, each from empty
+    tables: the first is the end-to-end figure, the later ones its growth."""
     latency_seconds: float = 20.0
     """How long the steady load of the latency section is offered."""
     finished: int = 200_000
@@ -48,7 +49,7 @@ class Sizes:
 FULL = Sizes(
     messages=50_000,
     orders=10_000,
-    e2e_orders=5_000,
+    e2e_orders=(2_000, 10_000, 30_000),
     latency_seconds=30.0,
     finished=1_000_000,
     live=100_000,
@@ -59,7 +60,7 @@ FULL = Sizes(
 QUICK = Sizes(
     messages=400,
     orders=60,
-    e2e_orders=30,
+    e2e_orders=(30, 60),
     latency_seconds=2.0,
     finished=1_000,
     live=100,
@@ -97,7 +98,7 @@ class BenchConfig:
             return self.section_timeout
         return 120.0 if self.quick else 3600.0
 
-    def with_sizes(self, **changes: int | float) -> BenchConfig:
+    def with_sizes(self, **changes: int | float | tuple[int, ...]) -> BenchConfig:
         return replace(self, sizes=replace(self.sizes, **changes))  # type: ignore[arg-type]
 
 
@@ -136,6 +137,17 @@ def parse_env(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
+def parse_counts(value: str) -> tuple[int, ...]:
+    """`2000,10000,30000` -> (2000, 10000, 30000)."""
+    try:
+        counts = tuple(int(part.replace("_", "")) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"expected comma-separated whole numbers, got {value!r}") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"expected one or more sizes of at least 1, got {value!r}")
+    return counts
+
+
 def validate(config: BenchConfig) -> None:
     latency_alone = "latency" in config.sections and "orchestrator" not in config.sections
     if latency_alone and config.latency_rate is None:
@@ -144,9 +156,11 @@ def validate(config: BenchConfig) -> None:
             "run the orchestrator section too or give --latency-rate"
         )
     sizes = config.sizes
-    for name in ("messages", "orders", "e2e_orders", "timers"):
+    for name in ("messages", "orders", "timers"):
         if getattr(sizes, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if not sizes.e2e_orders or min(sizes.e2e_orders) < 1:
+        raise ConfigError("--e2e-orders needs one or more sizes of at least 1")
     if sizes.finished < 0 or sizes.live < 0:
         raise ConfigError("--finished and --live cannot be negative")
     if config.repeat < 1:

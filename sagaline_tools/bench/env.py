@@ -152,12 +152,14 @@ class BenchEnv:
 
     # --- state between sections ---------------------------------------------------------------
 
-    async def reset(self) -> None:
-        """Empty every table of the saga store and every work queue: sections start clean."""
+    async def reset(self, schemas: tuple[str, ...] = ("saga",)) -> None:
+        """Empty every table of the saga store (and of `schemas`) and every work queue:
+        sections start clean."""
         conn = await self.connect_db()
         try:
             tables = await conn.fetch(
-                "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = 'saga'"
+                "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY($1::text[])",
+                list(schemas),
             )
             if tables:
                 names = ", ".join(f'"{r["schemaname"]}"."{r["tablename"]}"' for r in tables)

@@ -28,7 +28,12 @@ from sagaline_tools.bench import amqp, cpu
 from sagaline_tools.bench.baseline import relay_messages
 from sagaline_tools.bench.config import STEPS_PER_ORDER, BenchConfig
 from sagaline_tools.bench.env import RELAY_QUEUES, BenchEnv
-from sagaline_tools.bench.orchestrator_run import alive, history_mark, start_stub
+from sagaline_tools.bench.orchestrator_run import (
+    alive,
+    history_mark,
+    start_stub,
+    transitions_since,
+)
 from sagaline_tools.bench.procs import Child
 from sagaline_tools.bench.progress import Step
 from sagaline_tools.bench.stage_report import orchestrator_stages, summarize
@@ -156,12 +161,9 @@ async def orchestrator_latency(
         finally:
             await connection.close()
 
-        async def transitions() -> int:
-            return int(await conn.fetchval("SELECT count(*) FROM saga.history WHERE id > $1", mark))
-
         step.phase("draining", orders * STEPS_PER_ORDER)
         await sample_until(
-            transitions,
+            transitions_since(conn, mark, orders * STEPS_PER_ORDER),
             orders * STEPS_PER_ORDER,
             on_sample=step.update,
             check=lambda: alive(orchestrator, stub),

@@ -21,6 +21,9 @@ GOAL_ORCHESTRATOR_RATIO = 0.5
 GOAL_E2E_SAGAS_PER_S = 250.0
 GOAL_P99_RATIO = 3.0
 """The orchestrator's p99 at half load as a multiple of the bare relay's p99 at that rate."""
+GOAL_GROWTH_RATIO = 0.9
+"""End to end at GOAL_GROWTH_ORDERS orders against the first (smallest) size's rate."""
+GOAL_GROWTH_ORDERS = 30_000
 GOAL_SCALE_RATIO = 0.9
 GOAL_TIMER_SECONDS = 60.0
 GOAL_TIMERS = 100_000
@@ -184,6 +187,29 @@ def _orchestrator(
     )
 
 
+def _per_saga(rung: Mapping[str, Any]) -> str:
+    """CPU time per saga by process (the workers together) and what the planner knew, e.g.
+    "per saga: orch 1.80, pg 0.70, mq 1.50, workers 1.65 ms CPU; no table analyzed (autovacuum
+    off)"."""
+    per = rung.get("cpu_ms_per_saga") or {}
+    workers = sum(v for k, v in per.items() if k in ("payments", "inventory", "shipping"))
+    parts = [f"{_SHORT[k]} {per[k]:.2f}" for k in ("orchestrator", "postgresql", "rabbitmq")
+             if k in per]  # fmt: skip
+    if workers:
+        parts.append(f"workers {workers:.2f}")
+    text = "per saga: " + ", ".join(parts) + " ms CPU" if parts else ""
+    planner = rung.get("planner")
+    if planner:
+        analyzed = planner.get("analyzed") or {}
+        stats = (
+            f"{len(analyzed)} of {planner['tables']} tables analyzed"
+            if analyzed
+            else ("no table analyzed")
+        )
+        text = _join(text, f"{stats} (autovacuum {planner['autovacuum']})")
+    return text
+
+
 def _e2e(e2e: Mapping[str, Any], base_rate: float | None) -> Figure:
     rate = e2e.get("sagas_per_s")
     hops = ratio(rate * HOPS_PER_ORDER if rate else None, base_rate)
@@ -197,8 +223,40 @@ def _e2e(e2e: Mapping[str, Any], base_rate: float | None) -> Figure:
         "sagas/s",
         goal=f">= {GOAL_E2E_SAGAS_PER_S:g} sagas/s",
         status=_status(rate is not None and rate >= GOAL_E2E_SAGAS_PER_S),
-        note=_join(note, _cores(e2e)),
+        note=_join(note, _cores(e2e), _per_saga(e2e)),
     )
+
+
+def _growth(e2e: Mapping[str, Any]) -> list[Figure]:
+    """One figure per later size: its rate as a ratio to the first size's; the last has the
+    goal (tables grown to GOAL_GROWTH_ORDERS sagas during the run, never analyzed)."""
+    rungs = e2e.get("growth") or []
+    if len(rungs) < 2:
+        return []
+    first = rungs[0]
+    out = []
+    for index, rung in enumerate(rungs[1:], start=1):
+        r = ratio(rung.get("sagas_per_s"), first.get("sagas_per_s"))
+        last = index == len(rungs) - 1
+        goal = f">= {GOAL_GROWTH_RATIO:g}x {first['orders']:,} orders" if last else None
+        status = NO_GOAL
+        if last and r is not None:
+            status = _status(r >= GOAL_GROWTH_RATIO)
+        out.append(
+            Figure(
+                f"e2e_growth_{index}_sagas_per_s",
+                f"End to end, {rung['orders']:,} orders",
+                rung.get("sagas_per_s"),
+                "sagas/s",
+                r,
+                f"{first['orders']:,} orders",
+                goal,
+                status,
+                at_goal_size=not last or rung["orders"] >= GOAL_GROWTH_ORDERS,
+                note=_per_saga(rung),
+            )
+        )
+    return out
 
 
 def _relay_latency(lat: Mapping[str, Any]) -> Figure:
@@ -364,6 +422,8 @@ def figures(results: Results, errors: Mapping[str, str] | None = None) -> list[F
             errors,
         )
     )
+    if e2e:
+        out.extend(_growth(e2e))
     lat = results.get("latency")
     out.append(
         _relay_latency(lat)

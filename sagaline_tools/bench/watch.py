@@ -45,3 +45,42 @@ async def sample_until(
         if now - last_change > stall_seconds:
             raise Stalled(f"{what} stuck at {count} of {target} for {stall_seconds:g}s")
         await asyncio.sleep(interval)
+
+
+Counter = Callable[[], Awaitable[int]]
+
+
+def cheap_then_exact(cheap: Counter, exact: Counter, target: int) -> Counter:
+    """`cheap` while it is below `target`, then `exact`: a cheap reading that may run ahead of
+    the truth (e.g. ids skipped by rolled-back transactions) cannot end the wait early."""
+
+    async def fetch() -> int:
+        count = await cheap()
+        return count if count < target else await exact()
+
+    return fetch
+
+
+class Metered:
+    """A counter that keeps what reading it cost (wall time of each round trip), so that a
+    section can report what its own monitoring took from the measured system."""
+
+    def __init__(self, fetch: Counter) -> None:
+        self.fetch = fetch
+        self.polls = 0
+        self.seconds = 0.0
+
+    async def __call__(self) -> int:
+        started = time.perf_counter()
+        try:
+            return await self.fetch()
+        finally:
+            self.polls += 1
+            self.seconds += time.perf_counter() - started
+
+    def report(self, wall_seconds: float) -> dict[str, float]:
+        return {
+            "polls": self.polls,
+            "mean_ms": round(self.seconds / max(1, self.polls) * 1000, 3),
+            "share_of_a_core": round(self.seconds / wall_seconds, 4) if wall_seconds > 0 else 0.0,
+        }

@@ -47,7 +47,11 @@ def bench(
         typer.Option(min=1, help="Orders for the minimal, orchestrator and scale sections."),
     ] = None,
     e2e_orders: Annotated[
-        int | None, typer.Option(min=1, help="Orders run end to end through real workers.")
+        str | None,
+        typer.Option(
+            help="Orders run end to end through real workers, comma-separated for a growth "
+            "series (e.g. 2000,10000,30000: one run each from empty tables)."
+        ),
     ] = None,
     latency_seconds: Annotated[
         float | None, typer.Option(min=0.5, help="Seconds of steady load for the latency run.")
@@ -118,7 +122,7 @@ def bench(
         overrides = {
             "messages": messages,
             "orders": orders,
-            "e2e_orders": e2e_orders,
+            "e2e_orders": bench_config.parse_counts(e2e_orders) if e2e_orders else None,
             "latency_seconds": latency_seconds,
             "finished": finished,
             "live": live,

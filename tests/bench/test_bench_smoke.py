@@ -26,6 +26,7 @@ FIGURES = [
     "minimal_transitions_per_s",
     "orchestrator_transitions_per_s",
     "e2e_sagas_per_s",
+    "e2e_growth_1_sagas_per_s",
     "latency_relay_p99_ms",
     "latency_p50_ms",
     "latency_p95_ms",
@@ -88,7 +89,9 @@ def test_results_hold_the_raw_measurements(quick_run: dict[str, Any]) -> None:
     assert results["baseline"]["messages"] == sizes["messages"]
     assert results["minimal"]["completed"] == sizes["orders"]
     assert results["orchestrator"]["completed"] == sizes["orders"]
-    assert results["e2e"]["completed"] == sizes["e2e_orders"]
+    assert [r["completed"] for r in results["e2e"]["growth"]] == sizes["e2e_orders"]
+    assert results["e2e"]["growth"][0]["planner"]["autovacuum"] in ("on", "off")
+    assert results["e2e"]["monitoring"]["polls"] >= 1
     assert results["latency"]["count"] >= 1
     assert results["latency"]["relay"]["count"] >= 1
     assert set(results["latency"]["stages_p50_ms"]) == {

@@ -11,6 +11,7 @@ from sagaline_tools.bench.config import (
     BenchConfig,
     ConfigError,
     Sizes,
+    parse_counts,
     parse_env,
     parse_only,
     validate,
@@ -74,3 +75,12 @@ def test_with_sizes_changes_only_the_named_sizes() -> None:
     config = BenchConfig().with_sizes(orders=7)
     assert config.sizes.orders == 7
     assert config.sizes.messages == Sizes().messages
+
+
+def test_e2e_sizes_are_a_comma_separated_series() -> None:
+    assert parse_counts("2000, 10_000,30000") == (2000, 10_000, 30_000)
+    for bad in ("", "2k", "0,100", ","):
+        with pytest.raises(ConfigError):
+            parse_counts(bad)
+    with pytest.raises(ConfigError, match="e2e-orders"):
+        validate(BenchConfig(sizes=Sizes(e2e_orders=())))

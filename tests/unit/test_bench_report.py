@@ -39,7 +39,15 @@ def results(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     "wal_per_transition": {"wal_bytes": 1536.0, "wal_fpi": 0.0}},
         "orchestrator": {"transitions_per_s": 2700.0, "orders": 3000,
                          "cpu_cores": {"orchestrator": 0.95, "machine": 1.9}},
-        "e2e": {"sagas_per_s": 300.0, "orders": 2000},
+        "e2e": {"sagas_per_s": 300.0, "orders": 2000, "growth": [
+            {"orders": 2000, "sagas_per_s": 300.0},
+            {"orders": 10_000, "sagas_per_s": 290.0},
+            {"orders": 30_000, "sagas_per_s": 280.0,
+             "cpu_ms_per_saga": {"orchestrator": 1.8, "postgresql": 0.7, "rabbitmq": 1.5,
+                                 "payments": 0.5, "inventory": 0.6, "shipping": 0.4,
+                                 "machine": 6.0},
+             "planner": {"autovacuum": "off", "tables": 9, "analyzed": {}}},
+        ]},
         "latency": {"p50_ms": 9.0, "p95_ms": 20.0, "p99_ms": 40.0, "count": 900,
                     "offered_transitions_per_s": 1350.0, "p99_ratio": 2.0,
                     "stages_p50_ms": {"wait": 4.0, "transaction": 3.0},
@@ -83,6 +91,18 @@ def test_all_goals_met() -> None:
     assert "relay1 0.90 mq 0.80" in figs["baseline_msgs_per_s"].note
     assert figs["e2e_sagas_per_s"].status == PASS
     assert "0.70x baseline" in figs["e2e_sagas_per_s"].note  # 300 sagas/s * 7 hops / 3000
+    middle, last = figs["e2e_growth_1_sagas_per_s"], figs["e2e_growth_2_sagas_per_s"]
+    assert (middle.status, middle.ratio) == (NO_GOAL, pytest.approx(290 / 300))
+    assert (last.status, last.ratio, last.ratio_to) == (
+        PASS,
+        pytest.approx(280 / 300),
+        "2,000 orders",
+    )
+    assert last.label == "End to end, 30,000 orders"
+    assert last.note == (
+        "per saga: orch 1.80, pg 0.70, mq 1.50, workers 1.50 ms CPU; no table analyzed "
+        "(autovacuum off)"
+    )
     assert figs["latency_p50_ms"].status == NO_GOAL
     assert "stages p50: wait 4.0, transaction 3.0" in figs["latency_p50_ms"].note
     p99 = figs["latency_p99_ms"]
@@ -106,6 +126,17 @@ def test_all_goals_met() -> None:
     [
         ({"orchestrator": {"transitions_per_s": 2400.0}}, "orchestrator_transitions_per_s"),
         ({"e2e": {"sagas_per_s": 249.0}}, "e2e_sagas_per_s"),
+        (
+            {
+                "e2e": {
+                    "growth": [
+                        {"orders": 2000, "sagas_per_s": 300.0},
+                        {"orders": 30_000, "sagas_per_s": 269.0},
+                    ]
+                }
+            },
+            "e2e_growth_1_sagas_per_s",
+        ),
         ({"latency": {"p99_ratio": 3.1}}, "latency_p99_ms"),
         ({"scale": {"transitions_per_s": 2400.0}}, "scale_transitions_per_s"),
         ({"timers": {"seconds": 61.0}}, "timers_all_fired_seconds"),
