@@ -287,10 +287,11 @@ class MinimalStep:
         await self.commands.publish(message, routing_key=message_type, mandatory=True)
 
 
-async def step_main(args: argparse.Namespace) -> dict[str, Any]:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+async def step_main(args: argparse.Namespace) -> None:
+    """Report the samples once `expect` deliveries are settled, then hold the connections
+    until stopped: the bench reads the CPU time of the database backends before they exit."""
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     pool = await asyncpg.create_pool(args.dsn, min_size=args.workers, max_size=args.workers)
     connection = await aio_pika.connect(args.amqp_url)
     try:
@@ -308,12 +309,20 @@ async def step_main(args: argparse.Namespace) -> dict[str, Any]:
         queue = await consume.declare_queue(f"{args.namespace}.orchestrator", passive=True)
         await queue.consume(enqueue(loop.inbox))
         _report({"ready": True})
-        await loop.run(args.expect)
+        run = asyncio.create_task(loop.run(args.expect))
+        await asyncio.wait(
+            {run, asyncio.create_task(stopped.wait())}, return_when="FIRST_COMPLETED"
+        )
+        if run.done():
+            run.result()
+            _report({"samples": loop.samples})
+            await stopped.wait()
+        else:
+            run.cancel()
     finally:
         with contextlib.suppress(Exception):
             await connection.close()
         await pool.close()
-    return {"samples": loop.samples}
 
 
 def _report(doc: dict[str, Any]) -> None:
@@ -334,7 +343,7 @@ def main() -> None:
     args = parser.parse_args()
     import uvloop
 
-    _report(uvloop.run(step_main(args)))
+    uvloop.run(step_main(args))
 
 
 if __name__ == "__main__":
