@@ -82,6 +82,9 @@ class BenchConfig:
     """Transitions/s to offer when the orchestrator section does not run in the same run."""
     process_env: tuple[tuple[str, str], ...] = ()
     """Extra environment for the sagaline processes (e.g. SAGALINE_PREFETCH=64)."""
+    database_settings: tuple[tuple[str, str], ...] = ()
+    """PostgreSQL settings of the run's database (ALTER DATABASE ... SET), e.g.
+    plan_cache_mode=force_custom_plan: every connection of the run starts with them."""
     keep: bool = False
     seed_history: bool = True
     """Seed history, inbox and outbox rows in proportion to the seeded sagas (4 per finished)."""
@@ -146,6 +149,17 @@ def parse_counts(value: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise ConfigError(f"expected one or more sizes of at least 1, got {value!r}")
     return counts
+
+
+def parse_database_settings(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """`name=value` PostgreSQL settings (names are checked here; values are quoted literals)."""
+    result = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(f"--db-setting expects name=value, got {pair!r}")
+        result.append((name.lower(), value))
+    return tuple(result)
 
 
 def validate(config: BenchConfig) -> None:

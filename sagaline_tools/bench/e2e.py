@@ -38,8 +38,7 @@ SCHEMAS = ("saga", *ORDER_WORKERS)
 """The schemas whose tables an order touches."""
 
 PLANNER_STATE = """
-SELECT schemaname || '.' || relname AS name, n_live_tup, n_mod_since_analyze,
-    last_analyze, last_autoanalyze
+SELECT schemaname || '.' || relname AS name, last_analyze, last_autoanalyze
 FROM pg_stat_user_tables WHERE schemaname = ANY($1::text[]) ORDER BY 1
 """
 
@@ -75,9 +74,9 @@ async def planner_state(conn: asyncpg.Connection) -> dict[str, Any]:
     }
     return {
         "autovacuum": await conn.fetchval("SHOW autovacuum"),
+        "plan_cache_mode": await conn.fetchval("SHOW plan_cache_mode"),
         "tables": len(tables),
         "analyzed": analyzed,
-        "rows": {r["name"]: int(r["n_live_tup"]) for r in tables if r["n_live_tup"]},
     }
 
 

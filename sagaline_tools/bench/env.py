@@ -51,6 +51,7 @@ class BenchEnv:
     run_id: str
     log_dir: Path
     process_env: tuple[tuple[str, str], ...] = ()
+    database_settings: tuple[tuple[str, str], ...] = ()
     children: list[Child] = field(default_factory=list)
     database_created: bool = False
     servers: dict[int, str] = field(default_factory=dict)
@@ -92,6 +93,14 @@ class BenchEnv:
         )
         self.database_created = True  # set first: a half-made database is dropped too
         await upgrade(self.settings)
+        if self.database_settings:
+            conn = await self.connect_db()
+            try:
+                for name, value in self.database_settings:
+                    literal = "'" + value.replace("'", "''") + "'"
+                    await conn.execute(f'ALTER DATABASE "{self.database}" SET {name} = {literal}')
+            finally:
+                await conn.close()
 
     # --- processes ----------------------------------------------------------------------------
 

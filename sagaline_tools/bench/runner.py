@@ -178,7 +178,13 @@ async def run(
     debug: bool = False,
 ) -> Outcome:
     run_id = uuid.uuid4().hex[:8]
-    env = BenchEnv(base, run_id, log_dir, process_env=config.process_env)
+    env = BenchEnv(
+        base,
+        run_id,
+        log_dir,
+        process_env=config.process_env,
+        database_settings=config.database_settings,
+    )
     started_at = datetime.now(UTC).isoformat()
     machine = local_machine()
     results: dict[str, dict[str, Any]] = {}

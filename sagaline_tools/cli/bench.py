@@ -92,6 +92,14 @@ def bench(
         list[str] | None,
         typer.Option("--env", help="KEY=VALUE for the measured sagaline processes (repeatable)."),
     ] = None,
+    db_setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--db-setting",
+            help="name=value PostgreSQL setting of the run's database, e.g. "
+            "plan_cache_mode=force_custom_plan (repeatable).",
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Also write the results as JSON here.")
     ] = None,
@@ -134,6 +142,7 @@ def bench(
             sections=bench_config.parse_only(only),
             latency_rate=latency_rate,
             process_env=bench_config.parse_env(env or []),
+            database_settings=bench_config.parse_database_settings(db_setting or []),
             keep=keep,
             seed_history=seed_history,
             quick=quick,

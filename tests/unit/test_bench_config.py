@@ -12,6 +12,7 @@ from sagaline_tools.bench.config import (
     ConfigError,
     Sizes,
     parse_counts,
+    parse_database_settings,
     parse_env,
     parse_only,
     validate,
@@ -84,3 +85,13 @@ def test_e2e_sizes_are_a_comma_separated_series() -> None:
             parse_counts(bad)
     with pytest.raises(ConfigError, match="e2e-orders"):
         validate(BenchConfig(sizes=Sizes(e2e_orders=())))
+
+
+def test_database_settings_are_name_value_pairs() -> None:
+    assert parse_database_settings(["plan_cache_mode=force_custom_plan", "x.y=1"]) == (
+        ("plan_cache_mode", "force_custom_plan"),
+        ("x.y", "1"),
+    )
+    for bad in ("novalue", "=1", "bad name=1", "a;drop=1"):
+        with pytest.raises(ConfigError, match="name=value"):
+            parse_database_settings([bad])
