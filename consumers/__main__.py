@@ -9,9 +9,8 @@ from pydantic import ValidationError
 from consumers.registry import WORKERS, build_app
 from consumers.settings import WorkerSettings
 from sagaline.logs import configure_logging
-from sagaline.messaging.parsing import validation_summary
 from sagaline.service import run
-from sagaline.settings import Settings
+from sagaline.settings import Settings, settings_problems
 from sagaline.startup import require_schema
 from sagaline.telemetry import configure_tracing
 
@@ -30,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
         config = WorkerSettings()
     except ValidationError as exc:
-        # Locations and error kinds only: the values may be secrets (URLs with passwords).
-        print(f"invalid settings: {validation_summary(exc)}", file=sys.stderr)
+        print(f"invalid settings: {settings_problems(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, service=name)
     require_schema(settings, name)

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.rabbit import Channel, RabbitBroker
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.topology import Topology
 from sagaline.db import create_engine
 from sagaline.http_routes import ServiceApp
+from sagaline.messaging import nodes
 from sagaline.messaging.batching import (
     BatchConsumer,
     BatchMetrics,
@@ -76,12 +76,12 @@ Bindings = Callable[[Topology], Sequence[tuple[str, str]]]
 
 
 async def connect_amqp(settings: Settings) -> AbstractRobustConnection:
-    connection: AbstractRobustConnection = await aio_pika.connect_robust(
+    """sagaline's own robust connection (consumers, relay), over AMQP_URL's node(s)."""
+    return await nodes.connect_robust(
         settings.amqp_url,
         client_properties={"connection_name": "sagaline"},
         **amqp_connect_options(settings),
     )
-    return connection
 
 
 async def confirm_channel(connection: AbstractRobustConnection) -> AbstractChannel:
@@ -105,7 +105,7 @@ def build_service(
     registry = CollectorRegistry()
     link = LinkLog(consumer)
     broker = RabbitBroker(
-        settings.amqp_url,
+        nodes.broker_url(settings.amqp_url),
         security=broker_security(settings),
         default_channel=Channel(on_return_raises=True),
         graceful_timeout=settings.graceful_timeout_seconds,
@@ -116,6 +116,7 @@ def build_service(
         log_level=logging.DEBUG,
         **link.broker_callbacks("faststream"),
     )
+    nodes.fail_over(broker, settings.amqp_url)
     resources = Resources(settings=settings, broker=broker, registry=registry)
     topology = settings.topology
     background: list[Background] = []

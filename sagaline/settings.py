@@ -6,10 +6,11 @@ from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts.topology import Topology
+from sagaline.amqp_nodes import is_node_list, parse_nodes
 
 
 class Settings(BaseSettings):
@@ -19,6 +20,8 @@ class Settings(BaseSettings):
         default="amqp://guest:guest@127.0.0.1:5672/",
         validation_alias=AliasChoices("AMQP_URL", "SAGALINE_AMQP_URL"),
     )
+    """One broker URL, or a comma-separated list of the URLs of one cluster's nodes, alike but
+    for host and port (sagaline/amqp_nodes.py): tried in order, then round-robin on reconnect."""
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/sagaline",
         validation_alias=AliasChoices("DATABASE_URL", "SAGALINE_DATABASE_URL"),
@@ -100,6 +103,13 @@ class Settings(BaseSettings):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _check_node_list(cls, value: str) -> str:
+        if is_node_list(value):
+            parse_nodes(value)  # NodeListError (a ValueError): one line, no values quoted
+        return value
+
     @property
     def broker_user(self) -> str | None:
         """The broker user this process logs in as (from AMQP_URL): the `user_id` it sets on
@@ -143,3 +153,16 @@ def url_user(amqp_url: str) -> str | None:
     except ValueError:
         return None
     return unquote(user) if user else None
+
+
+def settings_problems(error: ValidationError) -> str:
+    """One line naming each invalid setting and what is wrong with it. Never the value: it may
+    be a secret (a URL with a password), which pydantic's str(error) would quote."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        field = str(item["loc"][0]) if item["loc"] else "settings"
+        # An alias (AMQP_URL) is reported as such, a field as its SAGALINE_<NAME> variable.
+        name = field if field.isupper() or not item["loc"] else f"SAGALINE_{field.upper()}"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(problems)

@@ -116,10 +116,17 @@ MUTANTS = (
     ),
     Mutant(
         "broker-reconnect",
-        "sagaline/service.py",
-        "await aio_pika.connect_robust(",
-        "await aio_pika.connect(",
+        "sagaline/messaging/nodes.py",
+        "connection = await aio_pika.connect_robust(amqp_url, **kwargs)",
+        "connection = await aio_pika.connect(amqp_url, **kwargs)",
         "test_broker_outage.py",
+    ),
+    Mutant(
+        "amqp-next-node",
+        "sagaline/messaging/nodes.py",
+        "        if not self._close_called:\n            self._ring.advance()",
+        "        if False:\n            self._ring.advance()",
+        "tests/integration/test_amqp_nodes.py",
     ),
     Mutant(
         "amqp-tls-verification",
