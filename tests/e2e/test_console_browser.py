@@ -1,8 +1,9 @@
 """The console in a real browser (headless Chromium through chromedriver), against the real
 console process, broker and database, with the orchestrator and the order workers running:
 an operator logs in, finds the stuck saga, opens it, replays its parked payment after the fix
-and watches the saga complete; a viewer's attempt to act is refused. The screenshots this test
-takes are the ones in README (docs/screenshots/).
+and watches the saga complete; a viewer's attempt to act is refused. The screenshots in README
+(docs/screenshots/) are taken by this test: it writes them there when SAGALINE_SCREENSHOTS names
+that folder, and to a temporary folder otherwise (a test run leaves the checkout unchanged).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -42,7 +44,6 @@ from tests.integration.test_admin import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
 PASSWORD = "correct horse battery"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -52,6 +53,9 @@ if CHROMIUM is None or CHROMEDRIVER is None:
         "headless Chromium is not installed (apt-get install chromium chromium-driver)",
         allow_module_level=True,
     )
+
+SHOTS = Path(os.environ.get("SAGALINE_SCREENSHOTS") or tempfile.mkdtemp(prefix="sagaline-shots-"))
+SHOTS.mkdir(parents=True, exist_ok=True)
 
 
 def _free_port() -> int:
@@ -194,8 +198,9 @@ class Browser:
         return seen
 
     async def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        await self.do(lambda d: d.save_screenshot(str(SHOTS / f"{name}.png")))
+        path = SHOTS / f"{name}.png"
+        await self.do(lambda d: d.save_screenshot(str(path)))
+        assert path.read_bytes().startswith(b"\x89PNG"), f"{path} is not a PNG"
 
     async def login(self, name: str) -> None:
         await self.open("/login")
