@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sagaline.db import create_engine
+from sagaline.messaging import nodes
 from sagaline.messaging.declare import delete_consumer, delete_exchanges
 from sagaline.settings import Settings
 from tests.conftest import own_database
@@ -123,7 +123,7 @@ async def open_scenario(
     async with own_database(base, namespace=f"{base.namespace}-{tag}") as settings:
         harness = Harness(settings, tmp_path, base_env={**BASE_ENV, **(base_env or {})})
         engine = create_engine(settings, pool_size=4)
-        connection = await aio_pika.connect_robust(settings.amqp_url, reconnect_interval=0.5)
+        connection = await nodes.connect_robust(settings.amqp_url, reconnect_interval=0.5)
         try:
             channel = await connection.channel()
             await declare_tap(channel, settings.topology)

@@ -129,6 +129,13 @@ MUTANTS = (
         "tests/integration/test_amqp_nodes.py",
     ),
     Mutant(
+        "cluster-broker-fails-over",
+        "sagaline/messaging/nodes.py",
+        '        broker._connection_kwargs["connection_class"] = connection_class(urls)',
+        "        pass",
+        "test_cluster.py",
+    ),
+    Mutant(
         "amqp-tls-verification",
         "sagaline/tls.py",
         "    context.minimum_version = _MIN_TLS\n    _client_certificate(\n"

@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
 from contracts.envelope import Envelope, new_envelope
+from sagaline.messaging import nodes
 from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
 
@@ -145,7 +145,7 @@ class Shop:
         self.failed_attempts = 0
 
     async def __aenter__(self) -> Shop:
-        self.connection = await aio_pika.connect_robust(
+        self.connection = await nodes.connect_robust(
             self.settings.amqp_url, reconnect_interval=0.5
         )
         self.channel = await self.connection.channel(publisher_confirms=True)
