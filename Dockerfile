@@ -16,11 +16,12 @@ RUN python -m venv /opt/sagaline
 ENV PATH=/opt/sagaline/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject alone, so that a source change reuses this layer.
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject alone, so that a source (or README) change reuses this layer.
+COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
+COPY README.md ./
 COPY sagaline ./sagaline
 COPY sagaline_tools ./sagaline_tools
 COPY orchestrator ./orchestrator
@@ -29,7 +30,9 @@ COPY contracts ./contracts
 COPY migrations ./migrations
 # A regular (not editable) install: the final image needs no source tree.
 # The import check runs from / so that it sees the installed packages, not /src.
+# pip and setuptools only install: the final image runs without them (about 25 MB).
 RUN pip install --no-deps . \
+ && pip uninstall --yes pip setuptools \
  && cd / && python -c "import sagaline_tools.cli, orchestrator, consumers, contracts, migrations"
 
 # --- final: slim runtime, non-root -----------------------------------------------------------------
@@ -38,8 +41,8 @@ LABEL org.opencontainers.image.title="sagaline" \
       org.opencontainers.image.description="A saga orchestrator for RabbitMQ and PostgreSQL" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-RUN groupadd --system --gid 10001 sagaline \
- && useradd --system --uid 10001 --gid sagaline --home-dir /home/sagaline --create-home \
+RUN groupadd --gid 10001 sagaline \
+ && useradd --uid 10001 --gid sagaline --no-log-init --home-dir /home/sagaline --create-home \
       --shell /usr/sbin/nologin sagaline
 
 # Same base image as the builder, so the venv's interpreter path is valid here.

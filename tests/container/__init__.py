@@ -1,0 +1,1 @@
+"""sagaline's container image built and run with podman (marker: container)."""
