@@ -22,7 +22,7 @@ from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from orchestrator.workflows.loading import load_workflows
 from sagaline.messaging.batching import QueueBatches
-from sagaline.messaging.declare import declare_consumer
+from sagaline.messaging.declare import declare_consumer, declaring
 from sagaline.messaging.senders import SenderPolicy
 from sagaline.service import Background, Resources, build_service, consume_in_batches
 from sagaline.settings import Settings
@@ -98,9 +98,10 @@ class Orchestrator:
         # Declaring worker queues here makes commands routable even before a worker first
         # starts: they wait in the queue instead of being returned to the relay.
         topology = resources.topology
-        for worker, commands in WORKER_COMMANDS.items():
-            bindings = [(topology.commands_exchange, c.message_type) for c in commands]
-            await declare_consumer(resources.channel, topology, worker, bindings)
+        async with declaring(resources.connection) as channel:
+            for worker, commands in WORKER_COMMANDS.items():
+                bindings = [(topology.commands_exchange, c.message_type) for c in commands]
+                await declare_consumer(channel, topology, worker, bindings)
 
     def _make_process(self, resources: Resources) -> SingleIntake:
         self.metrics = SagaMetrics(resources.registry)

@@ -32,7 +32,7 @@ from sagaline.messaging.batching import (
     BatchProcessor,
     QueueBatches,
 )
-from sagaline.messaging.declare import declare_consumer
+from sagaline.messaging.declare import declare_consumer, declaring
 from sagaline.messaging.delivery import DeliveryHandler, Process
 from sagaline.messaging.link_log import LinkLog
 from sagaline.messaging.senders import SenderPolicy
@@ -126,7 +126,8 @@ def build_service(
         resources.connection = await connect_amqp(settings)
         link.watch(resources.connection, "sagaline")
         resources.channel = await confirm_channel(resources.connection)
-        await declare_consumer(resources.channel, topology, consumer, bindings(topology))
+        async with declaring(resources.connection) as channel:
+            await declare_consumer(channel, topology, consumer, bindings(topology))
         if prepare is not None:
             await prepare(resources)
         resources.handler = DeliveryHandler(

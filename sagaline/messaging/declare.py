@@ -6,13 +6,30 @@ subscribers then attach to the queue passively, so arguments are set in exactly 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
 
 from contracts.behaviour import EXCHANGE_TYPES
 from contracts.topology import Topology
+
+
+@asynccontextmanager
+async def declaring(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+    """A channel to declare on, closed afterwards.
+
+    Not a channel the process keeps: aio-pika's robust channel declares again, at every
+    reconnection, whatever was declared on it, and on a cluster a classic queue (parking)
+    whose node is down refuses that (`home node ... of durable queue ... not_found`), which
+    fails the whole reconnection, again and again until that node is back. What is declared
+    is durable; declaring it once at start-up is enough."""
+    channel = await connection.channel()
+    try:
+        yield channel
+    finally:
+        await channel.close()
 
 
 async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> None:

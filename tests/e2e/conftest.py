@@ -33,11 +33,16 @@ class Process:
     port: int
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    """The address its health and metrics server listens on (another host's, in a network
+    namespace: tests/faults/hosts.py)."""
+    prefix: tuple[str, ...] = ()
+    """Runs the interpreter through this command (`ip netns exec NS`, which execs it)."""
 
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}/readyz", timeout=1
+                f"http://{self.host}:{self.port}/readyz", timeout=1
             ) as response:
                 return bool(response.status == 200)
         except OSError:
@@ -66,7 +71,7 @@ class System:
             "SAGALINE_NAMESPACE": self.settings.namespace,
             "SAGALINE_RETRY_DELAYS": ",".join(str(d) for d in self.settings.retry_delays),
             "SAGALINE_STEP_TIMEOUT_SECONDS": str(self.settings.step_timeout_seconds),
-            "SAGALINE_HTTP_HOST": "127.0.0.1",
+            "SAGALINE_HTTP_HOST": process.host,
             "SAGALINE_HTTP_PORT": str(process.port),
             # Commands a step decides are published by the orchestrator's intake right after
             # the commit, and the other writers wake the relay; its poll is only a fallback
@@ -78,7 +83,7 @@ class System:
         }
         log = process.log_path.open("ab")
         process.popen = subprocess.Popen(
-            [sys.executable, *process.args],
+            [*process.prefix, sys.executable, *process.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

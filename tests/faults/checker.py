@@ -59,12 +59,15 @@ def tap_queue(topology: Topology) -> str:
     return f"{topology.namespace}.{TAP}"
 
 
-async def declare_tap(channel: AbstractChannel, topology: Topology) -> None:
-    """A classic queue that receives a copy of every event and command published."""
+async def declare_tap(channel: AbstractChannel, topology: Topology, quorum: bool = False) -> None:
+    """A queue that receives a copy of every event and command published: classic, or a
+    quorum queue on a cluster (a classic queue lives on one node; while that node is down,
+    every publish routed to it is refused, and the copies it should keep are missing)."""
     from sagaline.messaging.declare import declare_exchanges
 
     await declare_exchanges(channel, topology)
-    queue = await channel.declare_queue(tap_queue(topology), durable=True)
+    arguments = {"x-queue-type": "quorum"} if quorum else None
+    queue = await channel.declare_queue(tap_queue(topology), durable=True, arguments=arguments)
     await queue.bind(topology.events_exchange, "#")
     await queue.bind(topology.commands_exchange, "#")
 

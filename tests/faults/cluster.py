@@ -18,10 +18,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.faults.private import PrivateRabbit
 
@@ -36,10 +39,19 @@ class Cluster:
     def missing() -> str | None:
         return PrivateRabbit.missing()
 
+    lan_address: str | None = None
+    """Where the nodes listen besides 127.0.0.1 (the hosts' gateway), if anywhere."""
+
     @property
     def amqp_url(self) -> str:
         """Every node's URL, comma-separated, in node order (AMQP_URL's cluster form)."""
         return ",".join(node.amqp_url for node in self.nodes)
+
+    def url_on(self, address: str, query: str = "") -> str:
+        """AMQP_URL for clients on other hosts: every node at `address` (its port)."""
+        assert address == self.lan_address, f"the nodes do not listen on {address}"
+        suffix = f"?{query}" if query else ""
+        return ",".join(f"amqp://guest:guest@{address}:{n.port}/{suffix}" for n in self.nodes)
 
     def node(self, name: str) -> PrivateRabbit:
         return next(node for node in self.nodes if node.node == name)
@@ -81,7 +93,36 @@ class Cluster:
                 return set(re.findall(r"[\w.-]+@[\w.-]+", line.split(maxsplit=1)[1]))
         return set()
 
+    async def describe(self) -> str:
+        """Every queue's leader, members, online members and state (for failure messages)."""
+        try:
+            return await self.running()[0].ctl(
+                "list_queues", "name", "type", "leader", "online", "state", "messages", within=20
+            )
+        except Exception as exc:  # a diagnosis must not hide the failure it explains
+            return f"<list_queues failed: {exc}>"
+
+    async def held_by(self, address: str) -> tuple[int, int]:
+        """(connections from `address`, deliveries unacknowledged on their channels), as the
+        cluster sees them: what a host has in flight, until the broker closes its connections."""
+        ctl = self.running()[0].ctl
+        connections = await ctl("list_connections", "pid", "peer_host", "--no-table-headers")
+        pids = {p[0] for line in connections.splitlines() if len(p := line.split()) == 2
+                and p[1] == address}  # fmt: skip
+        channels = await ctl(
+            "list_channels", "connection", "messages_unacknowledged", "--no-table-headers"
+        )
+        unacked = sum(int(p[1]) for line in channels.splitlines()
+                      if len(p := line.split()) == 2 and p[0] in pids)  # fmt: skip
+        return len(pids), unacked
+
     async def destroy(self) -> None:
+        keep = os.environ.get("SAGALINE_FAULTS_KEEP_LOGS")
+        if keep:  # the nodes' logs, for a failure's post-mortem
+            target = Path(tempfile.mkdtemp(prefix="sagaline-cluster-logs-"))
+            for node in self.nodes:
+                shutil.copytree(node.root / "log", target / node.node, dirs_exist_ok=True)
+                shutil.copy(node.root / "server.out", target / node.node / "server.out")
         for node in self.nodes:
             if node.server is not None and node.server.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -100,16 +141,22 @@ def _cluster_config(names: list[str]) -> str:
 
 
 @asynccontextmanager
-async def three_nodes(extra_config: str = "") -> AsyncIterator[Cluster]:
-    """Three clustered private nodes; every node killed and its files removed afterwards."""
-    nodes = [PrivateRabbit.create(extra_config) for _ in range(SIZE)]
-    cluster = Cluster(nodes)
+async def three_nodes(lan_address: str | None = None) -> AsyncIterator[Cluster]:
+    """Three clustered private nodes, also listening on `lan_address` if given; every node
+    killed and its files removed afterwards."""
+    nodes = [PrivateRabbit.create() for _ in range(SIZE)]
+    cluster = Cluster(nodes, lan_address)
     try:
         cookie = secrets.token_hex(16).upper()
         config = _cluster_config([n.node for n in nodes])
         for node in nodes:
+            lan = ""
+            if lan_address is not None:
+                # guest may log in only over loopback by default; the hosts come over the
+                # bridge (a private node on a private network, for the test's lifetime).
+                lan = f"listeners.tcp.lan = {lan_address}:{node.port}\nloopback_users = none\n"
             with (node.root / "rabbitmq.conf").open("a") as conf:
-                conf.write("\n" + config)
+                conf.write("\n" + config + lan)
             path = node.root / "home" / ".erlang.cookie"
             path.write_text(cookie)
             path.chmod(0o400)

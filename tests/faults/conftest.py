@@ -111,13 +111,14 @@ async def open_scenario(
     *,
     base_env: dict[str, str] | None = None,
     secret: str | None = None,
+    quorum_tap: bool = False,
 ) -> AsyncIterator[Scenario]:
     """A private broker namespace and a fresh, migrated database of its own on `base`'s
     broker and server; both removed afterwards.
 
     A database per scenario, because every relay publishes every unpublished outbox row of its
     database, whatever namespace wrote it: rows another test left behind would be published
-    to exchanges that no longer exist.
+    to exchanges that no longer exist. `quorum_tap`: on a cluster (checker.declare_tap).
     """
     tag = uuid.uuid4().hex[:6]
     async with own_database(base, namespace=f"{base.namespace}-{tag}") as settings:
@@ -126,7 +127,7 @@ async def open_scenario(
         connection = await nodes.connect_robust(settings.amqp_url, reconnect_interval=0.5)
         try:
             channel = await connection.channel()
-            await declare_tap(channel, settings.topology)
+            await declare_tap(channel, settings.topology, quorum=quorum_tap)
             await channel.close()
             workload = Workload(f"f{tag}", secret=secret)
             await workload.seed(engine)

@@ -66,8 +66,13 @@ class Harness:
 
     # --- set-up ---------------------------------------------------------------------------------
 
-    def add(self, name: str, args: list[str]) -> Process:
-        process = Process(name, args, _free_port(), self.tmp_path / f"{name}.log")
+    def add(
+        self, name: str, args: list[str], *, host: str = "127.0.0.1", prefix: tuple[str, ...] = ()
+    ) -> Process:
+        """`host` and `prefix`: a process on another host (tests/faults/hosts.py)."""
+        process = Process(
+            name, args, _free_port(), self.tmp_path / f"{name}.log", host=host, prefix=prefix
+        )
         self.system.processes.append(process)
         return process
 
@@ -193,7 +198,8 @@ class Harness:
 
     def metrics(self, name: str) -> dict[str, float]:
         """The process's /metrics as {sample name + labels: value}; {} when it cannot answer."""
-        url = f"http://127.0.0.1:{self.process(name).port}/metrics"
+        process = self.process(name)
+        url = f"http://{process.host}:{process.port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 text = response.read().decode()
@@ -236,7 +242,7 @@ class Harness:
 
 def _readyz(process: Process) -> str:
     try:
-        url = f"http://127.0.0.1:{process.port}/readyz"
+        url = f"http://{process.host}:{process.port}/readyz"
         with urllib.request.urlopen(url, timeout=2) as response:
             return f"{response.status} {response.read()[:200]!r}"
     except urllib.error.HTTPError as exc:

@@ -133,7 +133,21 @@ MUTANTS = (
         "sagaline/messaging/nodes.py",
         '        broker._connection_kwargs["connection_class"] = connection_class(urls)',
         "        pass",
-        "test_cluster.py",
+        "test_cluster.py::test_the_node_leading_the_queues_killed_under_load_and_restarted",
+    ),
+    Mutant(
+        "declarations-not-repeated-on-reconnect",
+        "sagaline/messaging/declare.py",
+        "    finally:\n        await channel.close()",
+        "    finally:\n        pass",
+        "test_cluster.py::test_the_node_leading_the_queues_killed_under_load_and_restarted",
+    ),
+    Mutant(
+        "relay-poll-publishes-abandoned-rows",
+        "orchestrator/app.py",
+        "            poll_seconds=self.settings.relay_poll_seconds,",
+        "            poll_seconds=3600.0,",
+        "test_cluster.py::test_a_host_cut_off_under_load_and_back",
     ),
     Mutant(
         "amqp-tls-verification",

@@ -270,15 +270,16 @@ class PrivatePostgres:
         if result.returncode != 0:
             raise AssertionError(f"{tool} failed: {result.stdout[-800:]} {result.stderr[-800:]}")
 
-    async def start(self) -> None:
+    async def start(self, listen: str = "127.0.0.1", **settings: str) -> None:
+        """`listen`: listen_addresses (comma-separated); `settings`: more -c name=value."""
         # fsync off is safe here: only an OS crash loses what the OS was given, and the
         # scenario kills PostgreSQL, not the machine. synchronous_commit must stay on: with it
         # off, a commit is acknowledged before its WAL leaves PostgreSQL's memory, and an
         # immediate stop loses it (the suite caught exactly that when it was off).
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+            f"-p {self.port} -k {self.root} -c listen_addresses={listen} -c fsync=off"
             " -c full_page_writes=off -c max_connections=200"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in settings.items())
         await asyncio.to_thread(
             self._run,
             "pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"),

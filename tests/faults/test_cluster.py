@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -24,9 +24,12 @@ from sqlalchemy import text
 
 from contracts.topology import ORCHESTRATOR
 from sagaline.settings import Settings
+from tests.faults.checker import wait_for_end
 from tests.faults.cluster import Cluster, three_nodes
 from tests.faults.conftest import Scenario, open_scenario
 from tests.faults.harness import eventually
+from tests.faults.hosts import Host, Lan, lan
+from tests.faults.private import PrivatePostgres
 from tests.faults.workload import Order, Shop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -34,15 +37,60 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 RATE = 20.0
 """Orders per second the shop publishes while the node dies and comes back."""
 WORKER = "payments"
+PLACEMENT = (
+    ("orchestrator", "payments", "shipping"),
+    ("orchestrator", "payments", "inventory"),
+    ("orchestrator", "inventory", "shipping"),
+)
+"""What runs on each host: three orchestrators, two of each worker. Host 0 is cut off."""
+HEARTBEAT = "heartbeat=4"
+"""The hosts' AMQP heartbeat (seconds): the broker closes a silent connection after two
+missed heartbeats, and only then gives its unacknowledged deliveries to other consumers."""
 
 
 @pytest.fixture(scope="module")
-async def cluster() -> AsyncIterator[Cluster]:
+def network() -> Iterator[Lan | None]:
+    """The hosts of the second scenario (made first: the nodes listen on their bridge too);
+    None where namespaces cannot be made (Lan.missing says why)."""
+    if Lan.missing() is not None:
+        yield None
+        return
+    with lan(len(PLACEMENT)) as value:
+        yield value
+
+
+@pytest.fixture(scope="module")
+async def cluster(network: Lan | None) -> AsyncIterator[Cluster]:
     reason = Cluster.missing()
     if reason is not None:
         pytest.skip(f"no private RabbitMQ cluster: {reason}")
-    async with three_nodes() as value:
+    async with three_nodes(None if network is None else network.gateway) as value:
         yield value
+
+
+@pytest.fixture(scope="module")
+async def lan_postgres(network: Lan | None) -> AsyncIterator[PrivatePostgres]:
+    """A private PostgreSQL the hosts reach over the bridge. Its keepalives (and TCP user
+    timeout) end a cut-off client's backend in seconds, releasing what it held."""
+    if network is None:
+        pytest.skip(f"no network namespaces here: {Lan.missing()}")
+    reason = PrivatePostgres.missing()
+    if reason is not None:
+        pytest.skip(f"no private PostgreSQL: {reason}")
+    pg = PrivatePostgres.create()
+    try:
+        with (pg.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network.subnet}.0/24 trust\n")
+        await pg.start(
+            f"127.0.0.1,{network.gateway}",
+            tcp_keepalives_idle="2",
+            tcp_keepalives_interval="1",
+            tcp_keepalives_count="3",
+            tcp_user_timeout="5000",
+        )
+        yield pg
+    finally:
+        await pg.destroy()
 
 
 @pytest.fixture
@@ -50,7 +98,7 @@ async def on_cluster(
     settings: Settings, cluster: Cluster, log_dir: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Scenario]:
     base = settings.model_copy(update={"amqp_url": cluster.amqp_url})
-    async with open_scenario(base, log_dir, request.node.name) as value:
+    async with open_scenario(base, log_dir, request.node.name, quorum_tap=True) as value:
         yield value
 
 
@@ -134,9 +182,14 @@ async def test_the_node_leading_the_queues_killed_under_load_and_restarted(
         killed_at = await now(scenario)
         cluster.kill(victim)
         # Throughput is back once transitions flow again at the shop's pace.
-        await eventually(
-            lambda: _at_least(scenario, killed_at, 60), within=90, what="transitions after the kill"
-        )
+        try:
+            await eventually(
+                lambda: _at_least(scenario, killed_at, 60),
+                within=90,
+                what="transitions after the kill",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nqueues:\n{await cluster.describe()}") from None
         new_leaders = await cluster.leaders([orchestrator_queue, worker_queue])
         assert victim.node not in new_leaders.values(), new_leaders
         await cluster.restart(victim)
@@ -171,3 +224,110 @@ def assert_never_restarted(scenario: Scenario, pids: dict[str, int]) -> None:
         assert h.alive(name) and h.pid(name) == pid, (
             f"{name} exited during the failover:\n{h.process(name).log_tail()}"
         )
+
+
+async def test_a_host_cut_off_under_load_and_back(
+    settings: Settings,
+    network: Lan | None,
+    cluster: Cluster,
+    lan_postgres: PrivatePostgres,
+    log_dir: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Three hosts (network namespaces) run three orchestrators and two of each worker against
+    the cluster and PostgreSQL at their bridge address; host 0's link is cut under load. The
+    broker must notice (heartbeats), hand what host 0 held unacknowledged to the replicas on
+    the other hosts, and every saga started so far must finish while host 0 is still cut off;
+    once its link is back, its processes (never restarted) must take work again."""
+    assert network is not None
+    base = settings.model_copy(
+        update={
+            "amqp_url": cluster.url_on(network.gateway, HEARTBEAT),
+            "database_url": lan_postgres.url("postgres", host=network.gateway),
+        }
+    )
+    async with open_scenario(base, log_dir, request.node.name, quorum_tap=True) as scenario:
+        h = scenario.harness
+        env = place_replicas(scenario, network, base.amqp_url)
+        await h.start_all(env=env)
+        pids = {name: h.pid(name) for name in h.names}
+        cut = network.hosts[0]
+        on_cut = [name for name in h.names if name.endswith(f"-h{cut.index}")]
+        async with scenario.shop() as shop:
+            steady = SteadyShop(scenario, shop, RATE)
+            steady.start()
+            started = await now(scenario)
+            await eventually(
+                lambda: _at_least(scenario, started, 30), within=60, what="load before the cut"
+            )
+            cut_at = time.monotonic()
+            network.cut(cut)
+            held = await wait_until_released(cluster, cut)
+            released_at = time.monotonic()
+            # Everything published so far must finish without host 0: what it held went to
+            # the others (the broker requeued it when it closed host 0's connections).
+            await wait_for_end(scenario.engine, list(steady.orders), within=90)
+            finished_at = time.monotonic()
+            network.restore(cut)
+            await h.wait_ready(on_cut, within=60)
+            ready_at = time.monotonic()
+            before = await handled(scenario, on_cut)
+            await eventually(
+                lambda: _more_than(scenario, on_cut, before),
+                within=60,
+                what="host 0's processes to take work again",
+            )
+            orders = await steady.stop()
+        scenario.report.notes.append(
+            f"orders={len(orders)} at {RATE:.0f}/s; host 0 held {held} deliveries when cut;"
+            f" broker released them after {released_at - cut_at:.1f}s; sagas in flight done"
+            f" {finished_at - released_at:.1f}s later; host 0 ready"
+            f" {ready_at - finished_at:.1f}s after its link came back"
+        )
+        assert held > 0, "host 0 held nothing when cut: no redelivery was exercised"
+        assert_never_restarted(scenario, pids)
+        await scenario.verify(within=120)
+
+
+def place_replicas(scenario: Scenario, network: Lan, amqp_url: str) -> dict[str, dict[str, str]]:
+    """Add each host's processes; their environment: the node list rotated per host, so that
+    the hosts' connections spread over the nodes."""
+    urls = amqp_url.split(",")
+    env: dict[str, dict[str, str]] = {}
+    for host, roles in zip(network.hosts, PLACEMENT, strict=True):
+        for role in roles:
+            name = f"{role}-h{host.index}"
+            args = ["-m", "orchestrator"] if role == "orchestrator" else ["-m", "consumers", role]
+            scenario.harness.add(name, args, host=host.address, prefix=host.prefix)
+            rotated = urls[host.index :] + urls[: host.index]
+            # The relay's poll at its default: it is what publishes the outbox rows a cut-off
+            # replica committed but could not send (the suite's 10 minutes would hide them).
+            env[name] = {"AMQP_URL": ",".join(rotated), "SAGALINE_RELAY_POLL_SECONDS": "1"}
+    return env
+
+
+async def wait_until_released(cluster: Cluster, host: Host) -> int:
+    """Wait for the broker to close every connection from the cut-off host; the most
+    deliveries those held unacknowledged meanwhile (the broker keeps delivering to them until
+    their prefetch is full)."""
+    most = 0
+
+    async def released() -> bool:
+        nonlocal most
+        connections, unacked = await cluster.held_by(host.address)
+        most = max(most, unacked)
+        return connections == 0
+
+    await eventually(released, within=60, what="the broker to drop the cut-off host", interval=0.5)
+    return most
+
+
+async def handled(scenario: Scenario, names: list[str]) -> float:
+    h = scenario.harness
+    return await h.metric_total(names, "sagaline_transitions_total") + await h.metric_total(
+        names, "sagaline_commands_handled_total"
+    )
+
+
+async def _more_than(scenario: Scenario, names: list[str], before: float) -> bool:
+    return await handled(scenario, names) > before

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq.exceptions import DeliveryError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
@@ -143,11 +144,10 @@ class Shop:
         self.channel: AbstractChannel | None = None
         self.published = 0
         self.failed_attempts = 0
+        self.renewed_channels = 0
 
     async def __aenter__(self) -> Shop:
-        self.connection = await nodes.connect_robust(
-            self.settings.amqp_url, reconnect_interval=0.5
-        )
+        self.connection = await nodes.connect_robust(self.settings.amqp_url, reconnect_interval=0.5)
         self.channel = await self.connection.channel(publisher_confirms=True)
         return self
 
@@ -168,8 +168,12 @@ class Shop:
                     async with asyncio.timeout(5):
                         await self.publish(envelope)
                     return
-                except Exception:
+                except Exception as exc:
                     self.failed_attempts += 1
+                    if isinstance(exc, DeliveryError) and self.connection is not None:
+                        # A refused publish (nack): send the next attempt on a new channel.
+                        self.channel = await self.connection.channel(publisher_confirms=True)
+                        self.renewed_channels += 1
                     await asyncio.sleep(0.2)
 
     async def send(self, orders: Iterable[Order], *, reliably: bool = False) -> None:
