@@ -94,6 +94,13 @@ MUTANTS = (
         "test_database_outage.py",
     ),
     Mutant(
+        "failover-holds-deliveries",
+        "sagaline/db.py",
+        "    seen: set[int] = set()\n    current: BaseException | None = exc\n",
+        "    return False\n    seen: set[int] = set()\n    current: BaseException | None = exc\n",
+        "test_pg_failover.py",
+    ),
+    Mutant(
         "size-limit-before-parsing",
         "sagaline/messaging/parsing.py",
         "if len(body) > max_body_bytes:",
