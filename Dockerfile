@@ -16,9 +16,11 @@ RUN python -m venv /opt/sagaline
 ENV PATH=/opt/sagaline/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject alone, so that a source (or README) change reuses this layer.
+# Dependencies first, from pyproject alone, so that a source (or README) change reuses this layer;
+# with them the build backend (build-system.requires), so that building sagaline's own wheel below
+# needs no download.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); print('\n'.join(p['project']['dependencies'] + p['build-system']['requires']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
 COPY README.md ./
@@ -30,9 +32,9 @@ COPY contracts ./contracts
 COPY migrations ./migrations
 # A regular (not editable) install: the final image needs no source tree.
 # The import check runs from / so that it sees the installed packages, not /src.
-# pip and setuptools only install: the final image runs without them (about 25 MB).
-RUN pip install --no-deps . \
- && pip uninstall --yes pip setuptools \
+# pip, setuptools and wheel only install: the final image runs without them (about 25 MB).
+RUN pip install --no-deps --no-build-isolation . \
+ && pip uninstall --yes pip setuptools wheel \
  && cd / && python -c "import sagaline_tools.cli, orchestrator, consumers, contracts, migrations"
 
 # --- final: slim runtime, non-root -----------------------------------------------------------------

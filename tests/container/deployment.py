@@ -121,10 +121,11 @@ class Deployment:
 def plan(
     services: dict[str, support.Service], deployment: Deployment
 ) -> tuple[Container, list[Container]]:
-    """The orchestrator, and every other long-running sagaline service, as containers."""
+    """The orchestrator, and every other long-running sagaline service that `docker compose up`
+    starts (none of an optional profile), as containers."""
     containers = []
     for service in services.values():
-        if not service.long_running:
+        if not service.long_running or service.profiles:
             continue
         port = support.free_port()
         argv = list(service.argv)

@@ -229,6 +229,8 @@ class Service:
     """The health check's test (CMD form, without "CMD"); None when disabled or absent."""
     stop_grace_s: float | None
     health_start_period_s: float
+    profiles: tuple[str, ...]
+    """Compose profiles it belongs to; none: `docker compose up` starts it."""
 
     @property
     def long_running(self) -> bool:
@@ -285,6 +287,7 @@ def sagaline_services(config: dict[str, Any]) -> dict[str, Service]:
             if "stop_grace_period" in spec
             else None,
             health_start_period_s=_seconds(check.get("start_period", "0s")),
+            profiles=tuple(spec.get("profiles", ())),
         )
     return services
 

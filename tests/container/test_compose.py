@@ -34,11 +34,12 @@ def services(compose: dict[str, Any]) -> dict[str, support.Service]:
     return support.sagaline_services(compose)
 
 
-def test_compose_config_resolves_every_sagaline_process(
+def test_compose_up_starts_every_sagaline_process(
     services: dict[str, support.Service],
 ) -> None:
-    expected = {"migrate", "cli", "orchestrator", "console", *cli_worker_names()}
-    assert set(services) == expected
+    default = {name for name, service in services.items() if not service.profiles}
+    assert default == {"migrate", "orchestrator", "console", *cli_worker_names()}
+    assert services["cli"].profiles == ("tools",)
 
 
 def test_every_command_is_one_the_image_has(
@@ -106,7 +107,8 @@ def test_health_checks_point_at_endpoints_the_process_serves(
     compose: dict[str, Any], services: dict[str, support.Service]
 ) -> None:
     long_running = [s for s in services.values() if s.long_running]
-    assert {s.name for s in long_running} == {"orchestrator", "console", *cli_worker_names()}
+    started = {s.name for s in long_running if not s.profiles}
+    assert started == {"orchestrator", "console", *cli_worker_names()}
     for service in long_running:
         assert service.healthcheck is not None
         port, path = support.health_url(service.healthcheck)

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 from sqlalchemy.engine import make_url
 
 from sagaline.settings import Settings
+from sagaline_tools.console.index import feed_queue
 from tests.conftest import _drop_database, _with_database, delete_namespace
 from tests.container import support
 from tests.container.deployment import PASSED_THROUGH, Deployment, migrate, plan
@@ -73,9 +75,20 @@ def deployment(
             amqp_url=amqp, database_url=value.env["DATABASE_URL"], namespace=f"c{run_id}"
         )
         try:
-            asyncio.run(delete_namespace(settings))
+            asyncio.run(_delete_broker_objects(settings))
         finally:
             asyncio.run(_drop_database(admin_db, database))
+
+
+async def _delete_broker_objects(settings: Settings) -> None:
+    """The namespace's queues and exchanges, and the console's feed queue beside them."""
+    await delete_namespace(settings)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(feed_queue(settings.topology), if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
 
 
 def test_migrate_runs_once_to_head(deployment: Deployment) -> None:
