@@ -60,6 +60,8 @@ class PodmanError(AssertionError):
 
 def unavailable_reason() -> str | None:
     """Why podman cannot run sagaline's image here, or None when it can."""
+    if os.geteuid() != 0:
+        return "they need root (debootstrap, podman's run-time state under /run)"
     for tool in ("podman", "runc"):
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             return f"{tool} is not installed (bash .ci/run installs it with apt-get)"
