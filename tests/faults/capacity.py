@@ -1,7 +1,11 @@
 """Per-saga costs for the README's capacity model: CPU seconds per order saga in each sagaline
 process, in RabbitMQ and in PostgreSQL, WAL and table bytes per saga.
 
-    .venv/bin/python -m tests.faults.capacity [ORDERS]        # default 3000
+    .venv/bin/python -m tests.faults.capacity [ORDERS [--burst]]    # default 3000, paced
+
+Paced: the orders are published one confirmed publish after the other (about 90/s here), a
+steady load under the machine's capacity. --burst: all at once, so the processes run full
+batches, the regime capacity is about.
 
 A private RabbitMQ node and a private PostgreSQL (tests/faults/private.py; full_page_writes on,
 fsync off, synchronous_commit on) serve only this run, so every CPU second counted on them is
@@ -63,7 +67,7 @@ def postmaster_pid(pg: PrivatePostgres) -> int:
     return int((pg.data / "postmaster.pid").read_text().split()[0])
 
 
-async def measure(orders: int) -> None:
+async def measure(orders: int, concurrent: bool) -> None:
     rabbit = PrivateRabbit.create()
     pg = await asyncio.to_thread(PrivatePostgres.create)
     try:
@@ -71,13 +75,15 @@ async def measure(orders: int) -> None:
         await pg.start(full_page_writes="on")
         base = Settings(amqp_url=rabbit.amqp_url, database_url=pg.url("postgres"))
         async with own_database(base, namespace=f"capacity{os.getpid()}") as settings:
-            await run(settings, rabbit, pg, orders)
+            await run(settings, rabbit, pg, orders, concurrent)
     finally:
         await rabbit.destroy()
         await pg.destroy()
 
 
-async def run(settings: Settings, rabbit: PrivateRabbit, pg: PrivatePostgres, n: int) -> None:
+async def run(
+    settings: Settings, rabbit: PrivateRabbit, pg: PrivatePostgres, n: int, concurrent: bool
+) -> None:
     engine = create_engine(settings, pool_size=2)
     logs = Path(tempfile.mkdtemp(prefix="sagaline-capacity-"))
     harness = Harness(settings, logs, base_env={**BASE_ENV, "SAGALINE_LOG_LEVEL": "WARNING"})
@@ -100,7 +106,12 @@ async def run(settings: Settings, rabbit: PrivateRabbit, pg: PrivatePostgres, n:
             wal_before = await scalar(engine, "SELECT pg_current_wal_lsn()::text")
             began = time.monotonic()
             burst = workload.make(n, [SUCCESS])
-            await shop.send(burst)
+            if concurrent:  # all at once: the processes run full batches (saturation)
+                for start in range(0, n, 500):
+                    chunk = burst[start : start + 500]
+                    await asyncio.gather(*(shop.publish(o.submitted) for o in chunk))
+            else:  # one confirmed publish after the other: a steady, lighter load
+                await shop.send(burst)
             await wait_for_end(engine, burst, 900)
             seconds = time.monotonic() - began
             after = {name: tree_cpu(pid) for name, pid in roots.items()}
@@ -138,19 +149,20 @@ async def report(
         print(f"  {name:16} {ms:6.2f}")
     print(f"  {'all':16} {total:6.2f}")
     print(f"WAL per saga: {wal / n / 1024:.1f} kB")
-    print("bytes per finished saga (table + indexes + TOAST):")
+    print("bytes per finished saga, table + indexes + TOAST (of which indexes):")
     async with engine.connect() as conn:  # type: ignore[attr-defined]
         rows = await conn.execute(
             text(
-                "SELECT n.nspname || '.' || c.relname, pg_total_relation_size(c.oid)"
+                "SELECT n.nspname || '.' || c.relname, pg_total_relation_size(c.oid),"
+                " pg_indexes_size(c.oid)"
                 " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(:schemas) ORDER BY 1"
             ),
             {"schemas": list(SCHEMAS)},
         )
-        for table, size in rows:
-            print(f"  {table:28} {size / sagas:8.0f}")
+        for table, size, indexes in rows:
+            print(f"  {table:28} {size / sagas:8.0f}  (indexes {indexes / sagas:6.0f})")
 
 
 if __name__ == "__main__":
-    asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
+    asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, "--burst" in sys.argv[2:]))
