@@ -38,6 +38,7 @@ from orchestrator.engine.registry import Workflows
 from orchestrator.metrics import SagaMetrics, observe_step
 from orchestrator.store.saga_store import BatchResult, SagaStore, StepResult
 from sagaline.faults import crash_point
+from sagaline.messaging.acks import ack
 from sagaline.messaging.batching import apply_batch, parse_or_park, settle_one_by_one
 from sagaline.messaging.delivery import DeliveryHandler
 from sagaline.messaging.errors import PermanentMessageError, error_summary
@@ -147,17 +148,19 @@ class BatchIntake:
             return
         mark("committed")
         outgoing: list[uuid.UUID] = []
+        done: list[AbstractIncomingMessage] = []
         for (delivery, envelope), result in zip(parsed, results, strict=True):
             if isinstance(result, StepResult):
                 crash_point("orchestrator.after_commit_before_ack")
                 self.observe(result)
-                await delivery.ack()
+                done.append(delivery)
                 if result.decision is not None:
                     outgoing.extend(item.message_id for item in result.decision.outgoing)
             else:
                 await self.handler.park(
                     delivery, park_reason(result), error_summary(result), envelope
                 )
+        await ack(done)  # one frame for the batch where the order of batches allows
         mark("acked")
         if timed():  # bench: which deliveries' latency ends at the dispatch's confirm
             note("caused", [_caused(r) for r in results] if len(parsed) == len(deliveries) else [])

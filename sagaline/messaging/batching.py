@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from contracts.envelope import Envelope
 from sagaline.db import hold_through_outage
+from sagaline.messaging.acks import AckLedger
 from sagaline.messaging.delivery import DeliveryHandler
 from sagaline.messaging.errors import PermanentMessageError, error_summary
 from sagaline.messaging.stages import StageLog
@@ -87,6 +88,8 @@ class BatchConsumer:
         self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._collecting = asyncio.Lock()
+        self._acks = AckLedger()
+        """The channel's acknowledgements: a batch's acks in one frame (sagaline.messaging.acks)."""
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
 
@@ -125,10 +128,12 @@ class BatchConsumer:
             # being dealt out one each to workers that all wait on the queue.
             async with self._collecting:
                 batch = await self._collect()
+                self._acks.take(batch)  # in the order of the deliveries' tags
             started = time.monotonic()
             timing = self.stages.begin(batch) if self.stages is not None else None
             try:
-                await self.processor.process(batch)
+                with self._acks.current():
+                    await self.processor.process(batch)
             except Exception as exc:  # never let one batch kill the consumer
                 log.error("batch failed", extra={"error": error_summary(exc), "size": len(batch)})
                 await self._give_back(batch)
@@ -136,8 +141,12 @@ class BatchConsumer:
                 if timing is not None:
                     assert self.stages is not None
                     self.stages.end(timing)
+                self._acks.done(batch)
                 for _ in batch:
                     self._pending.task_done()
+            # Acks held behind this batch's deliveries (settled on their own, or given back).
+            with contextlib.suppress(Exception):  # a closed channel: the broker redelivers
+                await self._acks.flush()
             if self.metrics is not None:
                 self.metrics.observe(len(batch), time.monotonic() - started)
 
@@ -146,7 +155,7 @@ class BatchConsumer:
         holding them unacknowledged for the channel's life (which stalls them, and with a full
         prefetch window the whole consumer). The quorum queue's delivery limit bounds how often
         one delivery can come back this way."""
-        unsettled = [delivery for delivery in batch if not delivery.processed]
+        unsettled = [d for d in batch if not d.processed and not self._acks.acked(d)]
         if not unsettled:
             return
         await asyncio.sleep(self.failure_pause)
