@@ -186,10 +186,17 @@ class Browser:
     async def wait_text(
         self, css: str, pattern: str, within: float = 30.0, *, reload: bool = False
     ) -> str:
+        from selenium.common.exceptions import NoSuchElementException
+
         seen = ""
         try:
             async with asyncio.timeout(within):
-                while not re.search(pattern, seen := await self.text(css)):
+                while True:
+                    # Right after a click the browser may still show the previous page: the
+                    # element appears with the next one.
+                    with contextlib.suppress(NoSuchElementException):
+                        if re.search(pattern, seen := await self.text(css)):
+                            break
                     await asyncio.sleep(0.25)
                     if reload:
                         await self.do(lambda d: d.refresh())
