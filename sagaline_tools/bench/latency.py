@@ -18,6 +18,7 @@ The figure is the orchestrator's p99 as a multiple of the relay's p99 at the sam
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,7 @@ async def relay_latency(
         ]
         for name in (a, b):
             await (await channel.get_queue(name)).purge()
+        stages_path = env.log_dir / f"relay-stages-{uuid.uuid4().hex[:6]}.json"
         relay = env.start_helper(
             "relay-timed",
             "sagaline_tools.bench.baseline",
@@ -99,6 +101,7 @@ async def relay_latency(
                 "--max-wait-ms", str(config.relay_max_wait_ms),
                 "--prefetch", str(config.relay_prefetch),
                 "--timed",
+                "--stages-out", str(stages_path),
             ],
         )  # fmt: skip
         try:
@@ -113,7 +116,7 @@ async def relay_latency(
             )
             usage = cpu.usage(cpu_before, cpu.snapshot({"relay": relay.pid or 0}, env.servers),
                               offered)  # fmt: skip
-            report = await relay.read_json_line(within=60 + count / 100)
+            await relay.read_json_line(within=60 + count / 100)  # the stages file is written
         finally:
             await env.stop(relay)
         await (await channel.get_queue(b)).purge()
@@ -124,7 +127,7 @@ async def relay_latency(
         "messages": count,
         "seconds": offered,
         "cpu_cores": usage,
-        **summarize(report["stages"]),
+        **summarize(json.loads(stages_path.read_text())),
     }
 
 
