@@ -160,6 +160,7 @@ async def test_the_node_leading_the_queues_killed_under_load_and_restarted(
         f"orders={len(orders)} at {RATE:.0f}/s; killed {victim.node.split('@')[0]} (leader of"
         f" {ORCHESTRATOR} and {WORKER}); throughput interrupted {stalled:.1f}s;"
         f" shop publish attempts refused={shop.failed_attempts}"
+        f" (channels renewed after a nack={shop.renewed_channels})"
     )
     assert_never_restarted(scenario, pids)
     await scenario.verify(within=120)
