@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import text
 
 from tests.faults.conftest import Scenario
+from tests.faults.harness import eventually
 from tests.faults.workload import Order, Shop
 
 
@@ -25,6 +26,16 @@ class SteadyShop:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+
+    async def start_under_load(self, before: str, transitions: int = 30) -> None:
+        """Start, and return once the load shows in saga.history (the fault comes after it)."""
+        self.start()
+        started = await now(self.scenario)
+        await eventually(
+            lambda: at_least(self.scenario, started, transitions),
+            within=60,
+            what=f"load before {before}",
+        )
 
     async def stop(self) -> list[Order]:
         self._stop.set()

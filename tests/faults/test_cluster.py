@@ -129,11 +129,7 @@ async def test_the_node_leading_the_queues_killed_under_load_and_restarted(
 
     async with scenario.shop() as shop:
         steady = SteadyShop(scenario, shop, RATE)
-        steady.start()
-        started = await now(scenario)
-        await eventually(
-            lambda: at_least(scenario, started, 30), within=60, what="load before the kill"
-        )
+        await steady.start_under_load("the kill")
         killed_at = await now(scenario)
         cluster.kill(victim)
         # Throughput is back once transitions flow again at the shop's pace.
@@ -195,11 +191,7 @@ async def test_a_host_cut_off_under_load_and_back(
         on_cut = [name for name in h.names if name.endswith(f"-h{cut.index}")]
         async with scenario.shop() as shop:
             steady = SteadyShop(scenario, shop, RATE)
-            steady.start()
-            started = await now(scenario)
-            await eventually(
-                lambda: at_least(scenario, started, 30), within=60, what="load before the cut"
-            )
+            await steady.start_under_load("the cut")
             cut_at = time.monotonic()
             network.cut(cut)
             held = await wait_until_released(cluster, cut)

@@ -91,11 +91,7 @@ async def test_the_primary_fails_over_to_its_standby_under_load(
         pids = {name: h.pid(name) for name in h.names}
         async with scenario.shop() as shop:
             steady = SteadyShop(scenario, shop, RATE)
-            steady.start()
-            started = await now(scenario)
-            await eventually(
-                lambda: at_least(scenario, started, 30), within=60, what="load before the failover"
-            )
+            await steady.start_under_load("the failover")
             last_on_primary = await now(scenario)
             began = time.monotonic()
             await pair.primary.stop("immediate")
