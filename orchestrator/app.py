@@ -151,6 +151,7 @@ class Orchestrator:
                 resources.handler,
                 observe=self.observer,
                 dispatch=self.relay.dispatch,
+                sweep=self.relay.wake,
             ),
         )
         # Started last and stopped first: batches in hand finish while relay and timers run.

@@ -127,6 +127,7 @@ class BatchIntake:
         *,
         observe: Callable[[StepResult], None],
         dispatch: Callable[[Sequence[uuid.UUID]], Awaitable[int]] | None = None,
+        sweep: Callable[[], None] | None = None,
         outage_backoff: tuple[float, float] = (0.5, 10.0),
     ) -> None:
         self.store = store
@@ -135,6 +136,12 @@ class BatchIntake:
         self.observe = observe
         self.dispatch = dispatch
         """Publishes committed outbox rows by message id; None leaves them to the relay."""
+        self.sweep = sweep
+        """Wakes the relay to publish every unpublished row. Called when a batch holds a
+        duplicate: the first commit of that message may have gone through while its client saw
+        a lost connection (the batch was then held and retried, and the retry found it done), or
+        another replica may have died between its commit and its dispatch. Either way nobody
+        dispatched that step's rows; without the sweep they would wait for the relay's poll."""
         self.outage_backoff = outage_backoff
 
     async def process(self, deliveries: Sequence[AbstractIncomingMessage]) -> None:
@@ -166,6 +173,10 @@ class BatchIntake:
             note("caused", [_caused(r) for r in results] if len(parsed) == len(deliveries) else [])
         if self.dispatch is not None and outgoing:
             await self.dispatch(outgoing)
+        if self.sweep is not None and any(
+            isinstance(result, StepResult) and result.duplicate for result in results
+        ):
+            self.sweep()
 
     async def _apply(
         self, parsed: list[tuple[AbstractIncomingMessage, Envelope[Any]]]

@@ -289,6 +289,9 @@ class OutboxRelay(BackgroundLoop):
             url.render_as_string(hide_password=False), **self.listener_connect_args
         )
         await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake())
+        # NOTIFYs sent while the listener is gone are lost: when it drops, wake up, reconnect
+        # (with the loop's backoff while the database is away) and sweep what was missed.
+        self._listener.add_termination_listener(lambda *_: self.wake())
 
     async def _close_listener(self) -> None:
         if self._listener is not None:

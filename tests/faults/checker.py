@@ -167,7 +167,31 @@ async def wait_for_end(engine: AsyncEngine, orders: Iterable[Order], within: flo
                     {"ids": ids},
                 )
             ).all()
+            locked = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM saga.outbox WHERE saga_id = ANY(:ids)"
+                    " AND published_at IS NULL"
+                    " AND id NOT IN (SELECT id FROM saga.outbox WHERE published_at IS NULL"
+                    " FOR UPDATE SKIP LOCKED)"
+                ),
+                {"ids": ids},
+            )
+            sessions = (
+                await conn.execute(
+                    text(
+                        "SELECT application_name, state, wait_event, left(query, 60) AS query,"
+                        " now() - xact_start AS open_for FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND state <> 'idle'"
+                    )
+                )
+            ).all()
         stuck = ", ".join(f"{r.id}: {r.state or 'never started'}" for r in rows)
+        stuck += f"; unpublished rows locked by a transaction: {locked}; busy sessions: "
+        stuck += "; ".join(
+            f"{s.application_name!r} {s.state} {s.wait_event} for {s.open_for}: {s.query!r}"
+            for s in sessions
+        )
         raise AssertionError(
             f"{exc}: unfinished sagas, unpublished outbox rows, unanswered commands, sagas"
             f" = {last}; unfinished: {stuck}"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.relay import OutboxRelay
@@ -151,6 +151,42 @@ async def test_dispatch_publishes_exactly_the_given_rows_and_skips_rows_held_els
         assert await _unpublished(engine) == {others[0]}
 
         assert sorted(await _receive(queue, 6)) == sorted([*mine, *others[1:]])
+    finally:
+        await relay.stop()
+        await channel.close()
+
+
+async def test_a_lost_listen_connection_wakes_the_relay_to_sweep_what_it_missed(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    """A NOTIFY sent while the relay's LISTEN connection is gone is lost: when the connection
+    drops (a database restart, a terminated backend) the relay reconnects and publishes every
+    waiting row without waiting for its poll."""
+    tag = uuid.uuid4().hex[:6]
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(
+        f"t{run_id}-listen-{tag}", aio_pika.ExchangeType.TOPIC, auto_delete=True
+    )
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "#")
+    relay = OutboxRelay(
+        engine, connection, commands_exchange=f"t{run_id}-commands", poll_seconds=600
+    )
+    await relay.start()
+    try:
+        async with asyncio.timeout(10):
+            while relay._listener is None:  # its first round connects the listener
+                await asyncio.sleep(0.05)
+        listener_pid = relay._listener.get_server_pid()
+        waiting = await _add_rows(engine, exchange.name, 3)  # committed without a NOTIFY
+        async with engine.connect() as conn:
+            await conn.execute(
+                select(func.pg_terminate_backend(listener_pid))  # type: ignore[arg-type]
+            )
+        assert sorted(await _receive(queue, 3)) == sorted(waiting)
+        async with asyncio.timeout(10):
+            while await _unpublished(engine):
+                await asyncio.sleep(0.05)
     finally:
         await relay.stop()
         await channel.close()
