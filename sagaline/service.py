@@ -122,7 +122,9 @@ def build_service(
     background: list[Background] = []
 
     async def startup() -> None:
-        resources.engine = create_engine(settings)
+        resources.engine = create_engine(
+            settings, ping_after_idle=settings.db_ping_after_idle_seconds
+        )
         resources.connection = await connect_amqp(settings)
         link.watch(resources.connection, "sagaline")
         resources.channel = await confirm_channel(resources.connection)

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     stage_log: str | None = None
     """Bench only: append each batch's stage timings to this file (sagaline.messaging.stages)."""
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_ping_after_idle_seconds: float = Field(default=10.0, ge=0)
+    """Orchestrator and workers: a pooled connection idle this long is pinged before use
+    (0: before every use). Their batches are held and retried through an outage, so a dead
+    connection in steady use costs one retry; other processes always ping."""
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     timer_poll_seconds: float = Field(default=1.0, gt=0)
