@@ -16,6 +16,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, DeliveryMode
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.encode import field_table
 
 from contracts.envelope import Envelope
@@ -131,6 +132,12 @@ class DeliveryHandler:
             await self.park(delivery, exc.reason, exc.summary, envelope)
         elif is_database_outage(exc):
             await _requeue(delivery)  # stopping: the broker gives it to the next consumer
+        elif isinstance(exc, ChannelInvalidStateError):
+            # Our own publishing channel is closed (a broker link lost, not yet restored): not
+            # the message's fault, so no attempt is counted. Raised for `_guarded`, which gives
+            # the delivery back after a pause; burning the retry ladder in the second it takes
+            # to restore the channel parked commands that other replicas then answered.
+            raise exc
         else:
             await self._retry_or_park(delivery, exc, envelope)
 

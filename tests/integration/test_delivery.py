@@ -241,3 +241,39 @@ async def test_delivery_limit_parks_a_message_that_keeps_crashing_its_consumer(
         assert death["queue"] == topology.work_queue(consumer)
     finally:
         await delete_consumer(channel, topology, consumer)
+
+
+async def test_a_closed_publishing_channel_gives_the_delivery_back_without_counting_an_attempt(
+    settings: Settings, probe: tuple[str, aio_pika.abc.AbstractChannel]
+) -> None:
+    """A worker whose reply channel is not restored yet after a lost broker link: the command
+    comes back later and is answered, instead of going through the retry ladder and parking."""
+    consumer, channel = probe
+    calls: list[float] = []
+
+    async def process(envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
+        calls.append(time.monotonic())
+        if len(calls) <= len(settings.retry_delays) + 1:  # more than the ladder would allow
+            raise aio_pika.exceptions.ChannelInvalidStateError("channel closed")
+
+    handler = DeliveryHandler(
+        consumer=consumer,
+        topology=settings.topology,
+        channel=channel,
+        process=process,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    queue = await channel.get_queue(settings.topology.work_queue(consumer))
+    await queue.consume(handler)
+    await _publish_to_queue(channel, settings.topology.work_queue(consumer), _command(uuid.uuid4()))
+    async with asyncio.timeout(20):
+        while len(calls) < len(settings.retry_delays) + 2:
+            await asyncio.sleep(0.05)
+
+    for delay_ms in settings.topology.retry_delays_ms:
+        retry = await channel.declare_queue(
+            settings.topology.retry_queue(consumer, delay_ms), passive=True
+        )
+        assert retry.declaration_result.message_count == 0
+    parking = await channel.declare_queue(settings.topology.parking_queue(consumer), passive=True)
+    assert parking.declaration_result.message_count == 0
