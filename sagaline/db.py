@@ -81,8 +81,8 @@ def ping_idle_connections(engine: AsyncEngine, after_seconds: float) -> None:
     """Ping a pooled connection before use only when it sat idle `after_seconds` or longer.
 
     SQLAlchemy's pool_pre_ping pings on every checkout, three round trips on asyncpg (BEGIN,
-    an empty query, ROLLBACK): on the orchestrator's hot path, which checks out a connection
-    for each batch and each dispatch, that was a sixth of an event's latency. A connection in
+    an empty query, ROLLBACK), and the orchestrator's hot path checks out a connection for
+    each batch and each dispatch (README "Benchmark" has the A/B). A connection in
     steady use needs no ping: if the database went away meanwhile, its next statement fails,
     SQLAlchemy invalidates the pool, and the batch is held and retried (hold_through_outage).
     A connection that sat idle (a quiet night, a firewall's idle timeout, a database restart

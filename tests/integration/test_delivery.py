@@ -25,7 +25,7 @@ from contracts.topology import (
     H_REASON,
 )
 from sagaline.messaging.declare import declare_consumer, delete_consumer
-from sagaline.messaging.delivery import DeliveryHandler
+from sagaline.messaging.delivery import DeliveryHandler, Process
 from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
 
@@ -64,7 +64,11 @@ async def probe(
 
 
 async def _consume(
-    settings: Settings, consumer: str, channel: aio_pika.abc.AbstractChannel, process: FlakyProcess
+    settings: Settings,
+    consumer: str,
+    channel: aio_pika.abc.AbstractChannel,
+    process: Process,
+    **options: Any,
 ) -> str:
     handler = DeliveryHandler(
         consumer=consumer,
@@ -72,6 +76,7 @@ async def _consume(
         channel=channel,
         process=process,
         max_body_bytes=settings.max_body_bytes,
+        **options,
     )
     queue = await channel.get_queue(settings.topology.work_queue(consumer))
     return await queue.consume(handler)
@@ -192,16 +197,7 @@ async def test_database_outage_holds_the_delivery_instead_of_burning_retries(
         if len(calls) <= 3:
             raise ConnectionRefusedError(111, "Connection refused")  # what asyncpg raises
 
-    handler = DeliveryHandler(
-        consumer=consumer,
-        topology=settings.topology,
-        channel=channel,
-        process=process,
-        max_body_bytes=settings.max_body_bytes,
-        outage_backoff=(0.05, 0.1),
-    )
-    queue = await channel.get_queue(settings.topology.work_queue(consumer))
-    await queue.consume(handler)
+    await _consume(settings, consumer, channel, process, outage_backoff=(0.05, 0.1))
     await _publish_to_queue(channel, settings.topology.work_queue(consumer), _command(uuid.uuid4()))
     async with asyncio.timeout(10):
         while len(calls) < 4:
@@ -256,15 +252,7 @@ async def test_a_closed_publishing_channel_gives_the_delivery_back_without_count
         if len(calls) <= len(settings.retry_delays) + 1:  # more than the ladder would allow
             raise aio_pika.exceptions.ChannelInvalidStateError("channel closed")
 
-    handler = DeliveryHandler(
-        consumer=consumer,
-        topology=settings.topology,
-        channel=channel,
-        process=process,
-        max_body_bytes=settings.max_body_bytes,
-    )
-    queue = await channel.get_queue(settings.topology.work_queue(consumer))
-    await queue.consume(handler)
+    await _consume(settings, consumer, channel, process)
     await _publish_to_queue(channel, settings.topology.work_queue(consumer), _command(uuid.uuid4()))
     async with asyncio.timeout(20):
         while len(calls) < len(settings.retry_delays) + 2:

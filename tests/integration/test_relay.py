@@ -66,6 +66,18 @@ async def _add_rows(engine: AsyncEngine, exchange: str, count: int) -> list[uuid
     return ids
 
 
+async def _exchange_with_queue(
+    channel: aio_pika.abc.AbstractChannel, prefix: str
+) -> tuple[aio_pika.abc.AbstractExchange, AbstractQueue]:
+    """A fresh topic exchange (deleted with its last binding) and a queue taking all of it."""
+    exchange = await channel.declare_exchange(
+        f"{prefix}-{uuid.uuid4().hex[:6]}", aio_pika.ExchangeType.TOPIC, auto_delete=True
+    )
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "#")
+    return exchange, queue
+
+
 async def _unpublished(engine: AsyncEngine) -> set[uuid.UUID]:
     async with engine.connect() as conn:
         rows = await conn.scalars(
@@ -127,13 +139,8 @@ async def test_a_missing_exchange_holds_only_its_rows_and_closes_no_other_channe
 async def test_dispatch_publishes_exactly_the_given_rows_and_skips_rows_held_elsewhere(
     engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
 ) -> None:
-    tag = uuid.uuid4().hex[:6]
     channel = await connection.channel()
-    exchange = await channel.declare_exchange(
-        f"t{run_id}-dispatch-{tag}", aio_pika.ExchangeType.TOPIC, auto_delete=True
-    )
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(exchange, "#")
+    exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-dispatch")
     mine = await _add_rows(engine, exchange.name, 4)
     others = await _add_rows(engine, exchange.name, 3)
     relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
@@ -162,13 +169,8 @@ async def test_a_lost_listen_connection_wakes_the_relay_to_sweep_what_it_missed(
     """A NOTIFY sent while the relay's LISTEN connection is gone is lost: when the connection
     drops (a database restart, a terminated backend) the relay reconnects and publishes every
     waiting row without waiting for its poll."""
-    tag = uuid.uuid4().hex[:6]
     channel = await connection.channel()
-    exchange = await channel.declare_exchange(
-        f"t{run_id}-listen-{tag}", aio_pika.ExchangeType.TOPIC, auto_delete=True
-    )
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(exchange, "#")
+    exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-listen")
     relay = OutboxRelay(
         engine, connection, commands_exchange=f"t{run_id}-commands", poll_seconds=600
     )
