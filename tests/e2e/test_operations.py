@@ -190,6 +190,9 @@ async def test_stuck_saga_found_fixed_and_completed_once(
     assert "(undone from the top)" not in done.stdout
 
     after = metrics(system)
+    # The startup heap was frozen out of the collector's walk, and its pauses are measured.
+    assert sample(after, "sagaline_gc_frozen_objects") > 10_000
+    assert sample(after, "sagaline_gc_pause_seconds_count", generation="0") > 0
     for source, target in (
         ("", "awaiting_payment"),
         ("awaiting_payment", "awaiting_inventory"),
