@@ -305,8 +305,18 @@ def _latency(lat: Mapping[str, Any], q: str) -> Figure:
         note=_join(
             "slowest 1%: " + stage_text(lat["stages_tail_ms"]),
             _cores(lat),
+            _rounds(lat),
         ),
     )
+
+
+def _rounds(lat: Mapping[str, Any]) -> str:
+    """Every round's ratio when the pair was measured more than once (--repeat)."""
+    ratios = lat.get("rounds") or []
+    if len(ratios) < 2:
+        return ""
+    shown = ", ".join("?" if r is None else f"{r:.2f}" for r in ratios)
+    return f"median of {len(ratios)} rounds, ratios {shown}"
 
 
 def _scale(scale: Mapping[str, Any], empty_rate: float | None) -> Figure:

@@ -85,7 +85,8 @@ def bench(
         typer.Option(
             min=1,
             max=20,
-            help="Rounds of the baseline, orchestrator and scale measurements (median shown).",
+            help="Rounds of the baseline, orchestrator, latency and scale measurements"
+            " (median shown).",
         ),
     ] = 1,
     env: Annotated[

@@ -151,6 +151,15 @@ def test_each_goal_can_fail(changes: dict[str, dict[str, Any]], key: str) -> Non
     assert summary["failed"] == 1
 
 
+def test_repeated_latency_rounds_are_listed_beside_the_median_one() -> None:
+    once = by_key(figures(results()))["latency_p99_ms"].note
+    assert "rounds" not in once
+    repeated = results(latency={"p99_ratio": 2.9, "rounds": [3.4, 2.8, 2.9]})
+    p99 = by_key(figures(repeated))["latency_p99_ms"]
+    assert p99.status == PASS
+    assert "median of 3 rounds, ratios 3.40, 2.80, 2.90" in p99.note
+
+
 def test_a_timer_that_did_not_fire_exactly_once_is_spelled_out() -> None:
     changes = {"timers": {"fired_once": False, "fired_more_than_once": 3, "due_timers_left": 2}}
     note = by_key(figures(results(**changes)))["timers_all_fired_seconds"].note
