@@ -28,7 +28,7 @@ DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def _docker_available() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         docker.from_env().ping()
         return True
@@ -40,7 +40,7 @@ def _docker_available() -> bool:
 def service_urls() -> Iterator[tuple[str, str]]:
     amqp = os.environ.get("AMQP_URL")
     db = os.environ.get("DATABASE_URL")
-    containers = []
+    containers: list[Any] = []  # testcontainers' containers, stopped at the end
     if (amqp is None or db is None) and _docker_available():
         from testcontainers.postgres import PostgresContainer
         from testcontainers.rabbitmq import RabbitMqContainer

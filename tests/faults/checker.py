@@ -66,7 +66,7 @@ async def declare_tap(channel: AbstractChannel, topology: Topology, quorum: bool
     from sagaline.messaging.declare import declare_exchanges
 
     await declare_exchanges(channel, topology)
-    arguments = {"x-queue-type": "quorum"} if quorum else None
+    arguments: dict[str, Any] | None = {"x-queue-type": "quorum"} if quorum else None
     queue = await channel.declare_queue(tap_queue(topology), durable=True, arguments=arguments)
     await queue.bind(topology.events_exchange, "#")
     await queue.bind(topology.commands_exchange, "#")
