@@ -53,13 +53,13 @@ PLACEMENT = (
 )
 """What runs on each host: three orchestrators, two of each worker. Host 0 is cut off."""
 HEARTBEAT = "heartbeat=4"
+"""The hosts' AMQP heartbeat (seconds): the broker closes a silent connection after two
+missed heartbeats, and only then gives its unacknowledged deliveries to other consumers."""
 DOWN_AT_LEAST = 18.0
 """Seconds the killed node stays down (longer if throughput takes longer to come back)."""
 RESTORED_WITHIN = 10.0
 """Seconds within which every process has all its broker connections back on the surviving
 nodes (sagaline.messaging.link_log's INFO says how long the link was down)."""
-"""The hosts' AMQP heartbeat (seconds): the broker closes a silent connection after two
-missed heartbeats, and only then gives its unacknowledged deliveries to other consumers."""
 
 
 @pytest.fixture(scope="module")
