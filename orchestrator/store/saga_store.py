@@ -37,6 +37,7 @@ from orchestrator.store.sql import NOTIFY_CHANNEL, ConcurrencyConflict
 from orchestrator.store.tables import instances, outbox
 from sagaline.faults import crash_point
 from sagaline.messaging.errors import ReportableError, error_summary
+from sagaline.messaging.stages import mark
 
 log = logging.getLogger("sagaline.store")
 
@@ -261,7 +262,9 @@ class SagaStore:
     ) -> list[BatchResult]:
         async with self.engine.connect() as sa_conn:
             conn = await driver_connection(sa_conn)
+            mark("tx_connected")
             async with conn.transaction():
+                mark("tx_begun")
                 now = self.clock()
                 if timer_guard and not await _claim_timers(conn, incomings):
                     return [StepResult(None, i.saga_id, conflicts) for i in incomings]
@@ -280,6 +283,7 @@ class SagaStore:
         notify_relay: bool = True,
     ) -> list[BatchResult]:
         fresh = await sql.claim_inbox(conn, incomings, now)
+        mark("tx_inbox")
         saga_ids = {i.saga_id for i, new in zip(incomings, fresh, strict=True) if new}
         keys = {
             key
@@ -287,6 +291,7 @@ class SagaStore:
             if new and (key := self.workflows.start_key(i))
         }
         loaded, owners = await sql.load(conn, saga_ids, keys)
+        mark("tx_loaded")
         plan = plan_batch(
             incomings,
             fresh,
@@ -299,7 +304,9 @@ class SagaStore:
             actors,
             self.workflows,
         )
+        mark("tx_planned")
         await sql.write(conn, plan, notify_relay=notify_relay)
+        mark("tx_written")
         crash_point("orchestrator.before_commit")
         results: list[BatchResult] = []
         for incoming, step in zip(incomings, plan.steps, strict=True):

@@ -11,7 +11,8 @@ broker's confirm of what it caused:
   section measured; with SAGALINE_STAGE_LOG set it writes each batch's stage times
   (sagaline.messaging.stages), from which each event that sent a command gets its latency
   arrival -> command confirmed, split into: wait for the batch, parse, transaction (commit
-  included), ack, claim of the outbox rows, publish until confirmed.
+  included), ack, claim of the outbox rows, publish until confirmed; and the transaction split
+  again into pool checkout, BEGIN, inbox insert, saga read, planning, writes and COMMIT.
 
 The figure is the orchestrator's p99 as a multiple of the relay's p99 at the same rate; with
 `--repeat N` the pair is measured N times, interleaved, and the median round is shown.
@@ -183,8 +184,8 @@ async def orchestrator_latency(
     finally:
         await conn.close()
         await env.stop(stub, orchestrator)  # the orchestrator's last batch lines are written
-    messages, incomplete = orchestrator_stages(_lines(stage_log))
-    if not messages:
+    timings = orchestrator_stages(_lines(stage_log))
+    if not timings.messages:
         raise RuntimeError("no command latencies recorded")
     return {
         "measured": "delivery arrival -> confirm of the command it caused, in the orchestrator",
@@ -193,8 +194,8 @@ async def orchestrator_latency(
         "orders": orders,
         "seconds": offered,
         "cpu_cores": cpu_cores,
-        "batches_untimed": incomplete,
-        **summarize(messages),
+        "batches_untimed": timings.incomplete,
+        **summarize(timings.messages, timings.parts),
     }
 
 

@@ -290,6 +290,9 @@ def _latency(lat: Mapping[str, Any], q: str) -> Figure:
             note=_join(
                 f"{lat['count']:,} commands at {offered:,.0f} transitions/s",
                 "stages p50: " + stage_text(lat["stages_p50_ms"]) if q == "p50" else "",
+                _parts("transaction p50", lat.get("transaction_parts_p50_ms"))
+                if q == "p50"
+                else "",
             ),
         )
     r = lat.get("p99_ratio")
@@ -304,10 +307,16 @@ def _latency(lat: Mapping[str, Any], q: str) -> Figure:
         NO_GOAL if r is None else _status(r <= GOAL_P99_RATIO),
         note=_join(
             "slowest 1%: " + stage_text(lat["stages_tail_ms"]),
+            _parts("their transaction", lat.get("transaction_parts_tail_ms")),
             _cores(lat),
             _rounds(lat),
         ),
     )
+
+
+def _parts(label: str, parts: Mapping[str, float] | None) -> str:
+    """The transaction's parts (runs from before the breakdown existed have none)."""
+    return f"{label}: {stage_text(parts)}" if parts else ""
 
 
 def _rounds(lat: Mapping[str, Any]) -> str:

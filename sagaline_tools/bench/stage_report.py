@@ -4,6 +4,8 @@ The orchestrator writes one line per batch (sagaline.messaging.stages): when eac
 arrived, and when the batch was collected, parsed, committed, acknowledged, its commands'
 outbox rows claimed, and their publishes confirmed. A delivery whose step sent a command
 ("caused") has the latency arrival -> confirm, split into the stages below; they add up to it.
+The transaction stage is split further into its parts (pool checkout, BEGIN, each statement
+group, the planning in Python, COMMIT), which add up to it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sagaline_tools.bench.stats import latency_summary, percentile
 
@@ -25,14 +27,38 @@ ORCHESTRATOR_STAGES: tuple[tuple[str, str], ...] = (
 )
 """(stage, the mark that ends it): each stage starts where the one before it ended."""
 
+TRANSACTION_PARTS: tuple[tuple[str, str], ...] = (
+    ("parsed", "parsed"),
+    ("connect", "tx_connected"),
+    ("begin", "tx_begun"),
+    ("inbox", "tx_inbox"),
+    ("load", "tx_loaded"),
+    ("plan", "tx_planned"),
+    ("write", "tx_written"),
+    ("commit", "committed"),
+)
+"""The transaction stage's parts, marked by orchestrator/store/saga_store.py: from the parsed
+batch to a pooled connection, BEGIN, the inbox insert, the saga read, deciding in Python,
+the writes (sagas, history, outbox, timers), COMMIT. The first entry is where they start."""
+
 StageTimes = dict[str, float]
 """One message: milliseconds per stage."""
 
 
-def orchestrator_stages(lines: Iterable[str]) -> tuple[list[StageTimes], int]:
-    """Per command-causing delivery, its stages; and how many batches had no complete timing
-    (a batch that fell back to one-by-one handling, or whose commands were left to the relay)."""
+class OrchestratorTimings(NamedTuple):
+    messages: list[StageTimes]
+    """Per command-causing delivery, its stages."""
+    parts: list[StageTimes]
+    """Per message (same order), its transaction's parts; {} where the batch has no marks."""
+    incomplete: int
+    """Batches with commands but no complete timing (fell back to one-by-one handling, or
+    whose commands were left to the relay)."""
+
+
+def orchestrator_stages(lines: Iterable[str]) -> OrchestratorTimings:
+    """Per command-causing delivery, its stages and its transaction's parts."""
     messages: list[StageTimes] = []
+    parts: list[StageTimes] = []
     incomplete = 0
     for line in lines:
         if not line.strip():
@@ -44,32 +70,54 @@ def orchestrator_stages(lines: Iterable[str]) -> tuple[list[StageTimes], int]:
         if any(mark not in batch for _, mark in ORCHESTRATOR_STAGES):
             incomplete += 1
             continue
-        shared = {
-            stage: (batch[end] - batch[start]) * 1000
-            for (_, start), (stage, end) in itertools.pairwise(ORCHESTRATOR_STAGES)
-        }
+        shared = _spans(batch, ORCHESTRATOR_STAGES)
+        split = _spans(batch, TRANSACTION_PARTS)
         for arrived, sends in zip(batch["received"], caused, strict=True):
             if sends:
                 messages.append({"wait": (batch["collected"] - arrived) * 1000, **shared})
-    return messages, incomplete
+                parts.append(split)
+    return OrchestratorTimings(messages, parts, incomplete)
 
 
-def summarize(messages: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+def _spans(batch: Mapping[str, Any], marks: Sequence[tuple[str, str]]) -> StageTimes:
+    """ms between consecutive marks, named by the later one's stage; {} if one is missing."""
+    if any(mark not in batch for _, mark in marks):
+        return {}
+    return {
+        stage: (batch[end] - batch[start]) * 1000
+        for (_, start), (stage, end) in itertools.pairwise(marks)
+    }
+
+
+def summarize(
+    messages: Sequence[Mapping[str, float]], parts: Sequence[Mapping[str, float]] = ()
+) -> dict[str, Any]:
     """Percentiles of the total (the sum of a message's stages); each stage's median; and the
-    mean of each stage over the slowest 1% (what the tail is made of)."""
+    mean of each stage over the slowest 1% (what the tail is made of). With `parts` (one per
+    message), the same two views of the transaction's parts."""
     if not messages:
         raise ValueError("no timed messages")
     totals = [sum(m.values()) for m in messages]
     summary: dict[str, Any] = dict(latency_summary(totals))
-    names = list(messages[0])
-    summary["stages_p50_ms"] = {
-        name: round(percentile([m[name] for m in messages], 50), 2) for name in names
-    }
-    tail = [m for m, total in zip(messages, totals, strict=True) if total >= summary["p99_ms"]]
-    summary["stages_tail_ms"] = {
-        name: round(sum(m[name] for m in tail) / len(tail), 2) for name in names
-    }
+    slowest = [total >= summary["p99_ms"] for total in totals]
+    summary["stages_p50_ms"] = _medians(messages)
+    summary["stages_tail_ms"] = _means([m for m, s in zip(messages, slowest, strict=True) if s])
+    if parts:
+        split = [p for p in parts if p]
+        tail = [p for p, s in zip(parts, slowest, strict=True) if s and p]
+        if split:
+            summary["transaction_parts_p50_ms"] = _medians(split)
+        if tail:
+            summary["transaction_parts_tail_ms"] = _means(tail)
     return summary
+
+
+def _medians(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    return {name: round(percentile([r[name] for r in rows], 50), 2) for name in rows[0]}
+
+
+def _means(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    return {name: round(sum(r[name] for r in rows) / len(rows), 2) for name in rows[0]}
 
 
 def stage_text(stages: Mapping[str, float]) -> str:

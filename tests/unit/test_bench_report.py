@@ -52,6 +52,8 @@ def results(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     "offered_transitions_per_s": 1350.0, "p99_ratio": 2.0,
                     "stages_p50_ms": {"wait": 4.0, "transaction": 3.0},
                     "stages_tail_ms": {"wait": 9.0, "transaction": 25.0},
+                    "transaction_parts_p50_ms": {"begin": 0.5, "write": 2.5},
+                    "transaction_parts_tail_ms": {"begin": 5.0, "write": 20.0},
                     "relay": {"p50_ms": 7.0, "p95_ms": 15.0, "p99_ms": 20.0, "messages": 40_000,
                               "offered_msgs_per_s": 1350.0,
                               "stages_p50_ms": {"wait": 5.0, "confirm": 2.0},
@@ -109,7 +111,10 @@ def test_all_goals_met() -> None:
     assert p99.status == PASS
     assert p99.ratio == 2.0
     assert p99.ratio_to == "relay p99"
-    assert "slowest 1%: wait 9.0, transaction 25.0" in p99.note
+    assert "slowest 1%: wait 9.0, transaction 25.0; their transaction: begin 5.0, write 20.0" in (
+        p99.note
+    )
+    assert "transaction p50: begin 0.5, write 2.5" in figs["latency_p50_ms"].note
     relay = figs["latency_relay_p99_ms"]
     assert relay.value == 20.0
     assert "40,000 msgs at 1,350/s; p50 7.0, p95 15.0 ms" in relay.note

@@ -14,6 +14,12 @@ def batch(**changes: object) -> str:
         "received": [0.990, 0.995, 0.999],
         "collected": 1.000,
         "parsed": 1.001,
+        "tx_connected": 1.0015,
+        "tx_begun": 1.002,
+        "tx_inbox": 1.003,
+        "tx_loaded": 1.004,
+        "tx_planned": 1.006,
+        "tx_written": 1.010,
         "committed": 1.011,
         "acked": 1.012,
         "claimed": 1.014,
@@ -25,7 +31,7 @@ def batch(**changes: object) -> str:
 
 
 def test_each_command_causing_delivery_gets_stages_that_add_up_to_its_latency() -> None:
-    messages, incomplete = orchestrator_stages([batch(), ""])
+    messages, parts, incomplete = orchestrator_stages([batch(), ""])
     assert incomplete == 0
     assert len(messages) == 2  # the second delivery sent no command
     first, third = messages
@@ -34,13 +40,27 @@ def test_each_command_causing_delivery_gets_stages_that_add_up_to_its_latency() 
     )
     assert third["wait"] == pytest.approx(1)
     assert sum(first.values()) == pytest.approx((1.020 - 0.990) * 1000)
+    assert parts[0] == pytest.approx(
+        {"connect": 0.5, "begin": 0.5, "inbox": 1, "load": 1, "plan": 2, "write": 4, "commit": 1}
+    )
+    assert sum(parts[0].values()) == pytest.approx(first["transaction"])
+
+
+def test_a_batch_without_the_transaction_marks_still_counts_without_parts() -> None:
+    older = json.loads(batch())
+    del older["tx_planned"]  # e.g. a stage log written before the transaction was split
+    messages, parts, _ = orchestrator_stages([json.dumps(older)])
+    assert len(messages) == 2
+    assert parts == [{}, {}]
+    summary = summarize(messages, parts)
+    assert "transaction_parts_p50_ms" not in summary
 
 
 def test_batches_without_commands_or_without_a_dispatch_are_left_out() -> None:
     no_commands = batch(caused=[False, False, False])
     fell_back = json.loads(batch())
     del fell_back["claimed"]
-    messages, incomplete = orchestrator_stages([no_commands, json.dumps(fell_back)])
+    messages, _, incomplete = orchestrator_stages([no_commands, json.dumps(fell_back)])
     assert messages == []
     assert incomplete == 1
 
@@ -56,3 +76,13 @@ def test_the_summary_names_what_the_slowest_percent_is_made_of() -> None:
     assert stage_text({"wait": 5.0, "confirm": 2.25}) == "wait 5.0, confirm 2.2"
     with pytest.raises(ValueError, match="no timed"):
         summarize([])
+
+
+def test_the_summary_splits_the_slowest_transactions_into_their_parts() -> None:
+    fast = [{"wait": 5.0, "transaction": 3.0}] * 99
+    slow = [{"wait": 5.0, "transaction": 30.0}]
+    quick_parts = [{"begin": 0.5, "write": 2.5}] * 99
+    slow_parts = [{"begin": 2.0, "write": 28.0}]
+    summary = summarize(fast + slow, quick_parts + slow_parts)
+    assert summary["transaction_parts_p50_ms"] == {"begin": 0.5, "write": 2.5}
+    assert summary["transaction_parts_tail_ms"] == {"begin": 2.0, "write": 28.0}
