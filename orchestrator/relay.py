@@ -164,9 +164,6 @@ class OutboxRelay(BackgroundLoop):
         async with self.engine.connect() as sa_conn:
             conn = await driver_connection(sa_conn)
             async with conn.transaction():
-                # Losing this transaction's mark in a crash re-publishes (consumers dedupe);
-                # not waiting for its flush saves a WAL flush per round.
-                await conn.execute("SET LOCAL synchronous_commit TO off")
                 if message_ids is None:
                     claimed = await conn.fetch(CLAIM_NEXT, self.batch_size, missing)
                 else:
@@ -181,6 +178,11 @@ class OutboxRelay(BackgroundLoop):
                 mark("confirmed")
                 crash_point("orchestrator.after_publish_before_mark")
                 if confirmed:
+                    # Losing this transaction's mark in a crash re-publishes (consumers dedupe);
+                    # not waiting for its flush saves a WAL flush per round. Set here, not at
+                    # BEGIN: the setting is read at COMMIT, and here its round trip comes after
+                    # the confirms instead of between the commit of the steps and the publish.
+                    await conn.execute("SET LOCAL synchronous_commit TO off")
                     await conn.execute(MARK_SENT, confirmed, self.clock())
         return confirmed
 
