@@ -61,8 +61,8 @@ MUTANTS = (
     Mutant(
         "outbox-marked-sent",
         "orchestrator/relay.py",
-        "                if confirmed:\n                    await conn.execute(MARK_SENT",
-        "                if False:\n                    await conn.execute(MARK_SENT",
+        "                    await conn.execute(MARK_SENT, confirmed, self.clock())",
+        "                    pass",
         "test_crash_points.py::test_orchestrator_crash_points",
     ),
     Mutant(
