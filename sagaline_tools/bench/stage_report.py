@@ -67,10 +67,10 @@ def orchestrator_stages(lines: Iterable[str]) -> OrchestratorTimings:
         caused: list[bool] = batch.get("caused") or []
         if not any(caused):
             continue
-        if any(mark not in batch for _, mark in ORCHESTRATOR_STAGES):
+        shared = _spans(batch, ORCHESTRATOR_STAGES)
+        if not shared:
             incomplete += 1
             continue
-        shared = _spans(batch, ORCHESTRATOR_STAGES)
         split = _spans(batch, TRANSACTION_PARTS)
         for arrived, sends in zip(batch["received"], caused, strict=True):
             if sends:
