@@ -21,7 +21,7 @@ def main() -> None:
         print(f"invalid settings: {settings_problems(exc)}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_level, service="orchestrator")
-    require_schema(settings, "orchestrator")
+    require_schema(settings, "orchestrator", temporary=True)
     configure_tracing("orchestrator")
     run(build_app(settings), settings)
 

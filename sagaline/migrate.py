@@ -105,3 +105,26 @@ async def schema_problem(settings: Settings) -> str | None:
             f"database schema is at {current or 'nothing'}, expected {head}: run `sagaline migrate`"
         )
     return None
+
+
+async def temporary_problem(settings: Settings) -> str | None:
+    """None when this process's role may create temporary objects (the orchestrator's write
+    function lives in its session's temporary schema); otherwise what an operator must do."""
+    try:
+        conn = await asyncpg.connect(_dsn(settings), **db_connect_args(settings))
+        try:
+            allowed, user, database = await conn.fetchrow(
+                "SELECT has_database_privilege(current_user, current_database(), 'TEMPORARY'),"
+                " current_user, current_database()"
+            )
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"database unreachable ({type(exc).__name__})"
+    if allowed:
+        return None
+    return (
+        f"role {user} may not create temporary objects in database {database}: run"
+        f" `sagaline migrate` (it grants TEMPORARY to {settings.db_runtime_role}, of which"
+        f" {user} must be a member) or GRANT TEMPORARY ON DATABASE {database} TO {user}"
+    )

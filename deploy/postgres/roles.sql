@@ -9,8 +9,8 @@
 --   sagaline_owner    LOGIN. Owns the database and every schema and table the migrations create:
 --                     the only role that can change the schema. `sagaline migrate` runs as it.
 --   sagaline_runtime  NOLOGIN group. SELECT/INSERT/UPDATE/DELETE on the tables, USAGE on the
---                     sequences, USAGE on the schemas; no CREATE anywhere, owns nothing, so no
---                     CREATE/ALTER/DROP/TRUNCATE. Its name is SAGALINE_DB_RUNTIME_ROLE.
+--                     sequences, USAGE on the schemas, TEMPORARY on the database; no CREATE
+--                     anywhere, owns nothing, so no CREATE/ALTER/DROP/TRUNCATE. Its name is SAGALINE_DB_RUNTIME_ROLE.
 --   sagaline_app      LOGIN, member of sagaline_runtime: what the orchestrator, the workers and
 --                     the CLI log in as.
 --   sagaline_console  LOGIN: the operations console (`sagaline console`). Reads and writes the
@@ -62,7 +62,9 @@ SELECT format('CREATE DATABASE %I OWNER sagaline_owner', :'database')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'database') \gexec
 ALTER DATABASE :"database" OWNER TO sagaline_owner;
 REVOKE ALL ON DATABASE :"database" FROM PUBLIC;
-GRANT CONNECT ON DATABASE :"database" TO sagaline_runtime;
+-- TEMPORARY: the orchestrator creates its write function in its session's temporary schema
+-- (orchestrator/store/sql.py); migration 0008 grants the same.
+GRANT CONNECT, TEMPORARY ON DATABASE :"database" TO sagaline_runtime;
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'database', rolname) FROM pg_roles
 WHERE rolname IN ('sagaline_console', 'sagaline_console_viewer') \gexec
 

@@ -72,7 +72,9 @@ class Plan:
         default_factory=dict
     )
     finished: set[uuid.UUID] = field(default_factory=set)
-    refused_ids: list[uuid.UUID] = field(default_factory=list)
+    inbox: list[tuple[uuid.UUID, uuid.UUID, str]] = field(default_factory=list)
+    """(message id, saga id, trigger) of each message the batch applies. A refused message
+    leaves no trace, so that a replay after a fix can process it."""
 
     def slot(self, saga_id: uuid.UUID) -> SagaSlot:
         return self.slots.setdefault(saga_id, SagaSlot(None, None))
@@ -115,10 +117,10 @@ def plan_batch(
             step = _plan_one(plan, machine, incoming, keys, topology, config, headers, actor)
         except ReportableError as refusal:
             plan.steps.append(refusal)
-            plan.refused_ids.append(incoming.message_id)
             _put_back_if_timer(plan, incoming)
             continue
         plan.steps.append(step)
+        plan.inbox.append((incoming.message_id, incoming.saga_id, incoming.trigger))
     return plan
 
 

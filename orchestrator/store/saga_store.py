@@ -1,8 +1,10 @@
 """Apply saga steps in one transaction: inbox, compare-and-swap, history, outbox, timers.
 
-Isolation is READ COMMITTED plus an explicit version check: the UPDATE ... WHERE version = v
-either applies on top of exactly the state we decided from, or matches no row, in which case
-the whole transaction (inbox rows included) rolls back and the steps are decided again.
+A step reads (which messages are new, the sagas), decides in Python, and writes in one call
+that is its own transaction (sql.py). The write checks what the read saw: the UPDATE ... WHERE
+version = v either applies on top of exactly the state we decided from, or matches no row, and
+a message id recorded meanwhile is a conflict too; then nothing of the batch is kept (inbox
+rows included) and the steps are decided again.
 A single message is a batch of one: both paths share one implementation (plan.py, sql.py).
 """
 
@@ -226,6 +228,7 @@ class SagaStore:
     async def _fire(self, limit: int) -> list[FiredTimer]:
         async with self.engine.connect() as sa_conn:
             conn = await driver_connection(sa_conn)
+            await sql.prepare(conn)
             async with conn.transaction():
                 now = self.clock()
                 claimed = await conn.fetch(sql.CLAIM_DUE_TIMERS, now, limit)
@@ -262,11 +265,15 @@ class SagaStore:
     ) -> list[BatchResult]:
         async with self.engine.connect() as sa_conn:
             conn = await driver_connection(sa_conn)
+            await sql.prepare(conn)
             mark("tx_connected")
-            async with conn.transaction():
-                mark("tx_begun")
-                now = self.clock()
-                if timer_guard and not await _claim_timers(conn, incomings):
+            now = self.clock()
+            if not timer_guard:  # the write commits on its own: no BEGIN, no COMMIT
+                return await self._apply(
+                    conn, incomings, actors, headers, conflicts, now, notify_relay
+                )
+            async with conn.transaction():  # the timers' rows go with the step, or stay
+                if not await _claim_timers(conn, incomings):
                     return [StepResult(None, i.saga_id, conflicts) for i in incomings]
                 return await self._apply(
                     conn, incomings, actors, headers, conflicts, now, notify_relay
@@ -282,21 +289,13 @@ class SagaStore:
         now: datetime,
         notify_relay: bool = True,
     ) -> list[BatchResult]:
-        fresh = await sql.claim_inbox(conn, incomings, now)
-        mark("tx_inbox")
-        saga_ids = {i.saga_id for i, new in zip(incomings, fresh, strict=True) if new}
-        keys = {
-            key
-            for i, new in zip(incomings, fresh, strict=True)
-            if new and (key := self.workflows.start_key(i))
-        }
-        loaded, owners = await sql.load(conn, saga_ids, keys)
+        read = await sql.read(conn, incomings, [self.workflows.start_key(i) for i in incomings])
         mark("tx_loaded")
         plan = plan_batch(
             incomings,
-            fresh,
-            loaded,
-            owners,
+            read.fresh,
+            read.loaded,
+            read.owners,
             self.topology,
             self.config,
             now,
@@ -305,9 +304,9 @@ class SagaStore:
             self.workflows,
         )
         mark("tx_planned")
+        crash_point("orchestrator.before_commit")
         await sql.write(conn, plan, notify_relay=notify_relay)
         mark("tx_written")
-        crash_point("orchestrator.before_commit")
         results: list[BatchResult] = []
         for incoming, step in zip(incomings, plan.steps, strict=True):
             if step is None:

@@ -1,18 +1,38 @@
-"""Write a planned batch of saga steps in one transaction, with raw asyncpg statements.
+"""Read a batch's sagas in one statement, write its planned steps in one call, with asyncpg.
 
 Every statement handles the whole batch (unnest of arrays), so a batch of 64 steps costs about
-as many round trips as one step. The hot path uses asyncpg directly: SQLAlchemy Core costs
-2-3x per step here (measured: ~1.5-1.8 ms of Python per step against ~0.4 ms). Connections
-come from SQLAlchemy's pool, so the process keeps one pool; asyncpg's jsonb codec there takes
-JSON text and returns Python values.
+as many round trips as one step. A step is two round trips: `read` (which messages were seen
+before, and the sagas), then `write`: one call of a PL/pgSQL function, made of the statements
+below, that runs as its own transaction (or inside the caller's). Each round trip costs 0.3-0.9
+ms here when the backend idled while Python planned (README, Benchmark), and the eight or more
+of BEGIN, inbox, read, writes and COMMIT were most of a step's time in the database.
+
+No locks are held between the read and the write: the write checks what the read saw. Every
+saga is updated only at the version it was read, and every message id is recorded in the
+inbox only if no one recorded it meanwhile; a shortfall raises serialization_failure, nothing
+of the batch is kept, and the store decides the batch again (`ConcurrencyConflict`).
+
+The function lives in the connection's temporary schema, created on first use per connection
+from the statements here: the code that plans and the SQL that writes always come from the same
+release (no migration, nothing to keep in step during a rolling deploy), and
+tests/integration/test_plans.py EXPLAINs each of the function's statements. It needs
+session-level connections (not a transaction-pooling proxy) and the TEMPORARY privilege that
+PostgreSQL gives every role by default.
+
+The hot path uses asyncpg directly: SQLAlchemy Core costs 2-3x per step here (measured: ~1.5-1.8
+ms of Python per step against ~0.4 ms). Connections come from SQLAlchemy's pool, so the process
+keeps one pool; asyncpg's jsonb codec there takes JSON text and returns Python values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -24,15 +44,8 @@ NOTIFY_CHANNEL = "sagaline_outbox"
 
 
 class ConcurrencyConflict(Exception):
-    """Another transaction changed a saga between our read and our write."""
+    """Another transaction changed a saga (or recorded a message) between our read and write."""
 
-
-_INBOX = """
-INSERT INTO saga.inbox (message_id, saga_id, message_type, received_at)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
-ON CONFLICT DO NOTHING
-RETURNING message_id
-"""
 
 # Statements that find rows by an array of keys probe the key's index once per element: a
 # LATERAL subquery that cannot be flattened (OFFSET 0, or FOR UPDATE) is always a nested loop
@@ -40,21 +53,38 @@ RETURNING message_id
 # on tables never analyzed (autovacuum off, a bulk load, a fresh deploy) estimates 64 index
 # probes dearer than one sequential scan, and keeps that choice in the generic plan of a
 # prepared statement long after the table grew. The keys arm keeps the cross product of
-# workflows and keys (a saga matching both is returned once: its id is not in $1).
+# workflows and keys (a saga matching both is returned once: its id is not in $1). The last arm
+# returns the message ids already in the inbox (`seen`; the saga columns are NULL there).
 _LOAD = """
-SELECT i.* FROM unnest($1::uuid[]) AS k(id)
+SELECT false AS seen, i.* FROM unnest($1::uuid[]) AS k(id)
 CROSS JOIN LATERAL (
     SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at,
         definition_version
     FROM saga.instances WHERE id = k.id OFFSET 0) AS i
 UNION ALL
-SELECT i.* FROM unnest($3::text[]) AS w(workflow) CROSS JOIN unnest($2::text[]) AS k(business_key)
+SELECT false, i.* FROM unnest($3::text[]) AS w(workflow)
+CROSS JOIN unnest($2::text[]) AS k(business_key)
 CROSS JOIN LATERAL (
     SELECT id, workflow, business_key, state, data, runtime, version, updated_at, finished_at,
         definition_version
     FROM saga.instances
     WHERE workflow = w.workflow AND business_key = k.business_key AND NOT id = ANY($1::uuid[])
     OFFSET 0) AS i
+UNION ALL
+SELECT true, m.message_id, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::jsonb,
+    NULL::int, NULL::timestamptz, NULL::timestamptz, NULL::int
+FROM unnest($4::uuid[]) AS k(message_id)
+CROSS JOIN LATERAL (
+    SELECT message_id FROM saga.inbox WHERE message_id = k.message_id OFFSET 0) AS m
+"""
+
+# The statements of the write function, each on the whole batch. Where a statement must touch
+# every row it is given (the write's `all_rows`), a shortfall is a conflict: a message recorded
+# or a saga started or moved by another transaction since the read.
+_INBOX = """
+INSERT INTO saga.inbox (message_id, saga_id, message_type, received_at)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+ON CONFLICT DO NOTHING
 """
 
 _INSERT = """
@@ -65,7 +95,6 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[]
                      $7::int[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
                      $11::int[])
 ON CONFLICT DO NOTHING
-RETURNING id
 """
 
 # One row per saga the batch touched, at the version it was read: sagas whose steps changed
@@ -101,6 +130,16 @@ SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                      $7::jsonb[], $8::timestamptz[])
 """
 
+# A DELETE's target cannot be driven by a LATERAL subquery, so the rows are found by one (one
+# index probe per key, locking each row as the DELETE would) and deleted by their ctid: a TID
+# scan on any table past a few pages, statistics or not. The lock keeps each ctid current.
+_TIMERS_FINISHED = """
+DELETE FROM saga.timers
+WHERE ctid = ANY(ARRAY(
+    SELECT t.ctid FROM unnest($1::uuid[]) AS f(saga_id)
+    CROSS JOIN LATERAL (SELECT ctid FROM saga.timers WHERE saga_id = f.saga_id FOR UPDATE) AS t))
+"""
+
 _TIMERS_SET = """
 INSERT INTO saga.timers (saga_id, name, message_id, due_at, created_at)
 SELECT s, n, m, d, $5 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[])
@@ -109,9 +148,6 @@ ON CONFLICT (saga_id, name) DO UPDATE
 SET message_id = excluded.message_id, due_at = excluded.due_at
 """
 
-# A DELETE's target cannot be driven by a LATERAL subquery, so the rows are found by one (one
-# index probe per key, locking each row as the DELETE would) and deleted by their ctid: a TID
-# scan on any table past a few pages, statistics or not. The lock keeps each ctid current.
 _TIMERS_CANCEL = """
 DELETE FROM saga.timers
 WHERE ctid = ANY(ARRAY(
@@ -120,15 +156,6 @@ WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM saga.timers WHERE saga_id = c.saga_id AND name = c.name FOR UPDATE
     ) AS t))
 """
-
-_TIMERS_FINISHED = """
-DELETE FROM saga.timers
-WHERE ctid = ANY(ARRAY(
-    SELECT t.ctid FROM unnest($1::uuid[]) AS f(saga_id)
-    CROSS JOIN LATERAL (SELECT ctid FROM saga.timers WHERE saga_id = f.saga_id FOR UPDATE) AS t))
-"""
-
-_INBOX_FORGET = "DELETE FROM saga.inbox WHERE message_id = ANY($1::uuid[])"
 
 # `ctid = ANY(ARRAY(...))` is a TID scan; `ctid IN (subquery)` was planned as a hash join over
 # a sequential scan of every timer.
@@ -141,80 +168,194 @@ RETURNING saga_id, name, message_id, due_at
 """
 
 
-async def claim_inbox(
-    conn: asyncpg.Connection, incomings: Sequence[Incoming], now: datetime
-) -> list[bool]:
-    """Insert every message id; True where the id is new (first occurrence in the batch)."""
-    seen: set[uuid.UUID] = set()
-    unique = []
-    for incoming in incomings:
-        if incoming.message_id not in seen:
-            seen.add(incoming.message_id)
-            unique.append(incoming)
-    rows = await conn.fetch(
-        _INBOX,
-        [i.message_id for i in unique],
-        [i.saga_id for i in unique],
-        [i.trigger for i in unique],
-        [now] * len(unique),
+@dataclass(frozen=True)
+class _Write:
+    statement: str
+    types: tuple[str, ...]
+    """Of its parameters, in $n order: they become the function's arguments."""
+    all_rows: bool = False
+    """Fewer rows than given means a conflict."""
+
+
+# In the order the batch writes them, the order in which they take their locks. Every applied
+# message also moves or holds its saga, so the sagas' check alone would catch a message applied
+# meanwhile; the inbox's own check keeps "each message id once" true without relying on that.
+_WRITES = (
+    _Write(_INBOX, ("uuid[]", "uuid[]", "text[]", "timestamptz[]"), all_rows=True),
+    _Write(_INSERT, ("uuid[]", "text[]", "text[]", "text[]", "jsonb[]", "jsonb[]", "int[]",
+                     "timestamptz[]", "timestamptz[]", "timestamptz[]", "int[]"), all_rows=True),
+    _Write(_UPDATE, ("uuid[]", "int[]", "text[]", "jsonb[]", "jsonb[]", "int[]",
+                     "timestamptz[]", "timestamptz[]"), all_rows=True),
+    _Write(_HOLD, ("uuid[]", "int[]"), all_rows=True),
+    _Write(_HISTORY, ("uuid[]", "int[]", "timestamptz[]", "uuid[]", "text[]", "text[]",
+                      "text[]", "text[]", "jsonb[]", "text[]", "text[]")),
+    _Write(_OUTBOX, ("uuid[]", "uuid[]", "text[]", "text[]", "text[]", "bytea[]", "jsonb[]",
+                     "timestamptz[]")),
+    _Write(_TIMERS_FINISHED, ("uuid[]",)),
+    _Write(_TIMERS_SET, ("uuid[]", "text[]", "uuid[]", "timestamptz[]", "timestamptz")),
+    _Write(_TIMERS_CANCEL, ("uuid[]", "text[]")),
+)  # fmt: skip
+
+
+def _write_function_sql() -> tuple[str, str]:
+    """(its name, its CREATE statement). The name is a hash of the body: a connection that
+    somehow kept an older body never runs it for a newer release."""
+    arguments: list[str] = []
+    blocks: list[str] = []
+    for write in _WRITES:
+        offset = len(arguments)
+        arguments += write.types
+        statement = _shift_parameters(write.statement.strip(), offset)
+        given = f"cardinality(${offset + 1})"
+        check = (
+            f"""
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        IF changed <> {given} THEN
+            RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+                MESSAGE = format('%s of %s rows changed under a concurrent step',
+                                 {given} - changed, {given});
+        END IF;"""
+            if write.all_rows
+            else ""
+        )
+        blocks.append(f"""
+    IF {given} > 0 THEN
+        {statement};{check}
+    END IF;""")
+    arguments.append("boolean")  # wake the relay at commit
+    body = f"""
+DECLARE
+    changed bigint;
+BEGIN{"".join(blocks)}
+    IF ${len(arguments)} THEN
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+    END IF;
+END
+"""
+    digest = hashlib.sha256(body.encode()).hexdigest()[:12]
+    name = f"pg_temp.sagaline_write_{digest}"
+    create = (
+        f"CREATE OR REPLACE FUNCTION {name}({', '.join(arguments)}) RETURNS void"
+        f" LANGUAGE plpgsql AS $body${body}$body$"
     )
-    fresh_ids = {r["message_id"] for r in rows}
+    return name, create
+
+
+def _shift_parameters(statement: str, offset: int) -> str:
+    """$1 becomes $(offset + 1): the statement's parameters as the function's arguments."""
+    return re.sub(r"\$(\d+)", lambda found: f"${int(found[1]) + offset}", statement)
+
+
+_WRITE_FUNCTION, _CREATE_WRITE_FUNCTION = _write_function_sql()
+_WRITE_CALL = (
+    f"SELECT {_WRITE_FUNCTION}("
+    + ", ".join(f"${n}" for n in range(1, sum(len(w.types) for w in _WRITES) + 2))
+    + ")"
+)
+_prepared: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+
+
+async def prepare(conn: asyncpg.Connection) -> None:
+    """Create the write function on this connection, once; call it outside a transaction (a
+    rollback would drop the function while this process thinks it exists)."""
+    if conn not in _prepared:
+        await conn.execute(_CREATE_WRITE_FUNCTION)
+        _prepared.add(conn)
+
+
+@dataclass(frozen=True)
+class BatchRead:
+    fresh: list[bool]
+    """Per incoming: its message id was never recorded, and is not repeated earlier in the
+    batch."""
+    loaded: dict[uuid.UUID, SagaSnapshot]
+    """The sagas of the fresh incomings, by id."""
+    owners: dict[tuple[str, str], uuid.UUID]
+    """The owners of the business keys that fresh starting events claim."""
+
+
+async def read(
+    conn: asyncpg.Connection,
+    incomings: Sequence[Incoming],
+    start_keys: Sequence[tuple[str, str] | None],
+) -> BatchRead:
+    """Which messages are new, and the sagas (by id, and by the business keys that starting
+    events claim) they act on; `start_keys` per incoming."""
+    keys = {key for key in start_keys if key is not None}
+    rows = await conn.fetch(
+        _LOAD,
+        list({i.saga_id for i in incomings}),
+        sorted({k for _, k in keys}),  # distinct: each key is one probe per workflow
+        sorted({w for w, _ in keys}),
+        list({i.message_id for i in incomings}),
+    )
+    seen = {row["id"] for row in rows if row["seen"]}
+    snapshots = {row["id"]: _snapshot(row) for row in rows if not row["seen"]}
+    fresh_ids = {i.message_id for i in incomings} - seen
     fresh = []
     for incoming in incomings:
         fresh.append(incoming.message_id in fresh_ids)
         fresh_ids.discard(incoming.message_id)  # a second copy in the same batch is a duplicate
-    return fresh
+    acting = {i.saga_id for i, new in zip(incomings, fresh, strict=True) if new}
+    claimed = {key for key, new in zip(start_keys, fresh, strict=True) if new and key}
+    owners = {
+        (s.workflow, s.business_key): s.saga_id
+        for s in snapshots.values()
+        if (s.workflow, s.business_key) in claimed
+    }
+    # Only the fresh messages' sagas take part: each loaded saga is held at its version.
+    loaded = {
+        saga_id: s
+        for saga_id, s in snapshots.items()
+        if saga_id in acting or (s.workflow, s.business_key) in claimed
+    }
+    return BatchRead(fresh, loaded, owners)
 
 
-async def load(
-    conn: asyncpg.Connection, saga_ids: set[uuid.UUID], keys: set[tuple[str, str]]
-) -> tuple[dict[uuid.UUID, SagaSnapshot], dict[tuple[str, str], uuid.UUID]]:
-    """Sagas by id, plus the owners of the business keys that starting events claim."""
-    rows = await conn.fetch(
-        _LOAD,
-        list(saga_ids),
-        sorted({k for _, k in keys}),  # distinct: each key is one probe per workflow
-        sorted({w for w, _ in keys}),
+def _snapshot(row: Mapping[str, Any]) -> SagaSnapshot:
+    return SagaSnapshot(
+        saga_id=row["id"],
+        workflow=row["workflow"],
+        business_key=row["business_key"],
+        state=row["state"],
+        data=dict(row["data"]),
+        runtime=RuntimeState.from_json(row["runtime"]),
+        version=row["version"],
+        finished=row["finished_at"] is not None,
+        updated_at=row["updated_at"],
+        definition_version=row["definition_version"],
     )
-    snapshots = {}
-    owners = {}
-    for row in rows:
-        snapshot = SagaSnapshot(
-            saga_id=row["id"],
-            workflow=row["workflow"],
-            business_key=row["business_key"],
-            state=row["state"],
-            data=dict(row["data"]),
-            runtime=RuntimeState.from_json(row["runtime"]),
-            version=row["version"],
-            finished=row["finished_at"] is not None,
-            updated_at=row["updated_at"],
-            definition_version=row["definition_version"],
-        )
-        snapshots[snapshot.saga_id] = snapshot
-        if (snapshot.workflow, snapshot.business_key) in keys:
-            owners[(snapshot.workflow, snapshot.business_key)] = snapshot.saga_id
-    return snapshots, owners
 
 
 async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = True) -> None:
-    """Apply the plan; ConcurrencyConflict when any saga moved since it was loaded.
+    """Apply the plan in one call; ConcurrencyConflict when any saga moved or any message was
+    recorded since the read. Outside a transaction the call commits; inside, the caller's does.
 
     `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself)."""
-    if plan.refused_ids:
-        # A refused message leaves no trace, so that a replay after a fix can process it.
-        await conn.execute(_INBOX_FORGET, plan.refused_ids)
-    await _write_sagas(conn, plan)
-    if plan.history:
-        await conn.execute(_HISTORY, *_columns(plan.history, 11))
-    if plan.outbox:
-        await conn.execute(_OUTBOX, *_columns(plan.outbox, 8))
-        if notify_relay:
-            await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
-    await _write_timers(conn, plan)
+    if not plan.inbox and not plan.slots:
+        return  # only duplicates (and nothing loaded): nothing to write
+    sets = [(s, n, v[0], v[1]) for (s, n), v in plan.timers.items() if v is not None]
+    cancels = [(s, n) for (s, n), v in plan.timers.items() if v is None]
+    wake = notify_relay and bool(plan.outbox)
+    arguments = [
+        *_columns([(*row, plan.now) for row in plan.inbox], 4),
+        *_saga_columns(plan),
+        *_columns(plan.history, 11),
+        *_columns(plan.outbox, 8),
+        list(plan.finished),
+        *_columns(sets, 4),
+        plan.now,
+        *_columns(cancels, 2),
+        wake,
+    ]
+    try:
+        await conn.execute(_WRITE_CALL, *arguments)
+    except asyncpg.SerializationError as exc:
+        raise ConcurrencyConflict(str(exc)) from None
 
 
-async def _write_sagas(conn: asyncpg.Connection, plan: Plan) -> None:
+def _saga_columns(plan: Plan) -> list[list[Any]]:
+    """The arguments of the insert, the update and the hold, in that order."""
     new_rows: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
     holds: list[tuple[uuid.UUID, int]] = []
@@ -240,26 +381,7 @@ async def _write_sagas(conn: asyncpg.Connection, plan: Plan) -> None:
             holds.append((saga_id, loaded.version))
             continue
         updates.append((saga_id, loaded.version, *values, current.updated_at, finished_at))
-    if new_rows:
-        created = await conn.fetch(_INSERT, *_columns(new_rows, 11))
-        if len(created) != len(new_rows):
-            raise ConcurrencyConflict  # another transaction started one of these sagas first
-    for statement, rows, width in ((_UPDATE, updates, 8), (_HOLD, holds, 2)):
-        if rows:
-            status = await conn.execute(statement, *_columns(rows, width))
-            if int(status.split()[-1]) != len(rows):
-                raise ConcurrencyConflict
-
-
-async def _write_timers(conn: asyncpg.Connection, plan: Plan) -> None:
-    if plan.finished:
-        await conn.execute(_TIMERS_FINISHED, list(plan.finished))
-    sets = [(s, n, v[0], v[1]) for (s, n), v in plan.timers.items() if v is not None]
-    cancels = [(s, n) for (s, n), v in plan.timers.items() if v is None]
-    if sets:
-        await conn.execute(_TIMERS_SET, *_columns(sets, 4), plan.now)
-    if cancels:
-        await conn.execute(_TIMERS_CANCEL, *_columns(cancels, 2))
+    return [*_columns(new_rows, 11), *_columns(updates, 8), *_columns(holds, 2)]
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -30,16 +30,15 @@ ORCHESTRATOR_STAGES: tuple[tuple[str, str], ...] = (
 TRANSACTION_PARTS: tuple[tuple[str, str], ...] = (
     ("parsed", "parsed"),
     ("connect", "tx_connected"),
-    ("begin", "tx_begun"),
-    ("inbox", "tx_inbox"),
-    ("load", "tx_loaded"),
+    ("read", "tx_loaded"),
     ("plan", "tx_planned"),
     ("write", "tx_written"),
-    ("commit", "committed"),
+    ("release", "committed"),
 )
 """The transaction stage's parts, marked by orchestrator/store/saga_store.py: from the parsed
-batch to a pooled connection, BEGIN, the inbox insert, the saga read, deciding in Python,
-the writes (sagas, history, outbox, timers), COMMIT. The first entry is where they start."""
+batch to a pooled connection, the read (new messages and their sagas), deciding in Python, the
+write (one call: inbox, sagas, history, outbox, timers and the commit), giving the connection
+back. The first entry is where they start."""
 
 StageTimes = dict[str, float]
 """One message: milliseconds per stage."""

@@ -52,6 +52,13 @@ MUTANTS = (
         "test_replicas.py",
     ),
     Mutant(
+        "write-checks-what-the-read-saw",
+        "orchestrator/store/sql.py",
+        "        IF changed <> {given} THEN",
+        "        IF false THEN",
+        "tests/integration/test_store.py::test_one_message_delivered_twice_at_once_is_applied_once",
+    ),
+    Mutant(
         "worker-inbox-dedupe",
         "consumers/inbox.py",
         "    earlier = set(ids) - {row[0] for row in inserted}",
@@ -186,8 +193,8 @@ MUTANTS = (
     Mutant(
         "relay-woken-at-commit",
         "orchestrator/store/sql.py",
-        "        if notify_relay:",
-        "        if False:",
+        "    wake = notify_relay and bool(plan.outbox)",
+        "    wake = False",
         "tests/integration/test_store.py::"
         "test_a_commit_with_outbox_rows_wakes_the_relay_unless_the_caller_publishes_them",
     ),

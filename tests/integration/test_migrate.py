@@ -14,8 +14,9 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection, make_url
 
 from sagaline.db import create_unpooled_engine
-from sagaline.migrate import alembic_config, current_revision, upgrade
+from sagaline.migrate import alembic_config, current_revision, temporary_problem, upgrade
 from sagaline.settings import Settings
+from tests.conftest import own_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -89,3 +90,43 @@ async def test_tables_in_code_match_the_migrated_schema(settings: Settings) -> N
                 assert diff == [], metadata.schema
     finally:
         await engine.dispose()
+
+
+async def test_the_runtime_role_gets_temporary_and_a_role_without_it_is_named(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The orchestrator's write function lives in its session's temporary schema: migrating
+    grants TEMPORARY to the runtime role, and the startup check names a role without it."""
+    suffix = uuid.uuid4().hex[:8]
+    group, app = f"sl_runtime_{suffix}", f"sl_app_{suffix}"
+    admin_url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
+    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f"CREATE ROLE {group} NOLOGIN")
+        await admin.execute(f"CREATE ROLE {app} LOGIN IN ROLE {group}")
+        monkeypatch.setenv("SAGALINE_DB_RUNTIME_ROLE", group)  # the migrations read it
+        async with own_database(settings) as own:
+            url = make_url(own.database_url)
+            database = url.database
+            owner = await asyncpg.connect(
+                url.set(drivername="postgresql").render_as_string(hide_password=False)
+            )
+            try:  # as deploy/postgres/roles.sql leaves it: nothing for PUBLIC
+                await owner.execute(f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC')
+                await owner.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {group}')
+                as_app = own.model_copy(
+                    update={"database_url": url.set(username=app).render_as_string(False)}
+                )
+                assert await temporary_problem(as_app) is None
+
+                await owner.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM {group}')
+                problem = await temporary_problem(as_app)
+            finally:
+                await owner.close()
+        assert problem is not None
+        assert f"role {app} may not create temporary objects in database {database}" in problem
+        assert f"GRANT TEMPORARY ON DATABASE {database} TO {app}" in problem
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {app}")
+        await admin.execute(f"DROP ROLE IF EXISTS {group}")
+        await admin.close()

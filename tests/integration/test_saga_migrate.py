@@ -212,19 +212,19 @@ async def test_a_step_racing_the_migration_is_decided_again_under_version_2(
     sagas = await running_v1_sagas(db, own, clock)
     saga_id = sagas["reserving"][0]
     deployed = store_of(db, own, order_v2.WORKFLOWS, clock)
-    original = store_sql.load
+    original = store_sql.read
     migrated = False
 
-    async def load_then_migrate(conn, saga_ids, keys):  # type: ignore[no-untyped-def]
+    async def load_then_migrate(conn, incomings, start_keys):  # type: ignore[no-untyped-def]
         nonlocal migrated
-        loaded = await original(conn, saga_ids, keys)
+        loaded = await original(conn, incomings, start_keys)
         if not migrated:  # the step has read version 1; the migration commits before it writes
             migrated = True
             request = to_v2(where=(f"key=order-{saga_id}",))
             await SagaMigrator(db).migrate(request, "olga", "racing")
         return loaded
 
-    monkeypatch.setattr(store_sql, "load", load_then_migrate)
+    monkeypatch.setattr(store_sql, "read", load_then_migrate)
     conflicts = 0
 
     def count() -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
+from contracts.envelope import Envelope
 from orchestrator.engine import EngineConfig, Incoming, Outcome
 from orchestrator.store import sql as batch_module
 from orchestrator.store.saga_store import NOTIFY_CHANNEL, SagaStore, unpublished_count
@@ -47,6 +48,34 @@ def store(engine: AsyncEngine, settings: Settings, clock: FakeClock) -> SagaStor
     return SagaStore(
         engine, settings.topology, EngineConfig(step_timeout=STEP_TIMEOUT), WORKFLOWS, clock=clock
     )
+
+
+async def _awaiting_payment(
+    store: SagaStore, engine: AsyncEngine
+) -> tuple[Envelope[o.OrderSubmitted], uuid.UUID, uuid.UUID]:
+    """A started order: its submission, its saga id and the payment command it waits on."""
+    submitted = order_submitted()
+    saga_id = submitted.correlation_id
+    await store.handle(Incoming.from_envelope(submitted))
+    return submitted, saga_id, await _outstanding_command(engine, saga_id)
+
+
+def first_two_reads_meet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first two batch reads wait for each other, so both decide before either writes;
+    later reads (the loser's retry) pass."""
+    barrier = asyncio.Barrier(2)
+    original = batch_module.read
+    calls = 0
+
+    async def racing_read(conn, incomings, start_keys):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        read = await original(conn, incomings, start_keys)
+        calls += 1
+        if calls <= 2:
+            await asyncio.wait_for(barrier.wait(), timeout=5)
+        return read
+
+    monkeypatch.setattr(batch_module, "read", racing_read)
 
 
 async def _outstanding_command(engine: AsyncEngine, saga_id: uuid.UUID) -> uuid.UUID:
@@ -127,25 +156,10 @@ async def test_duplicate_business_key_is_recorded_on_the_existing_saga(
 async def test_concurrent_transitions_of_one_saga_both_apply_in_order(
     store: SagaStore, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    submitted = order_submitted()
-    saga_id = submitted.correlation_id
-    await store.handle(Incoming.from_envelope(submitted))
-    payment = await _outstanding_command(engine, saga_id)
+    submitted, saga_id, payment = await _awaiting_payment(store, engine)
 
     # Both steps read version 1 before either writes: one of them must lose the CAS and retry.
-    barrier = asyncio.Barrier(2)
-    original = batch_module.load
-    calls = 0
-
-    async def racing_load(conn, saga_ids, keys):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        loaded = await original(conn, saga_ids, keys)
-        calls += 1
-        if calls <= 2:
-            await asyncio.wait_for(barrier.wait(), timeout=5)
-        return loaded
-
-    monkeypatch.setattr(batch_module, "load", racing_load)
+    first_two_reads_meet(monkeypatch)
     conflicts = 0
 
     def count() -> None:
@@ -215,6 +229,34 @@ async def test_concurrent_transitions_of_one_saga_both_apply_in_order(
     # the inventory step in flight.
     expected = "compensating" if order[1] == "OrderCancellationRequested" else "awaiting_inventory"
     assert row.state == expected
+
+
+async def test_one_message_delivered_twice_at_once_is_applied_once(
+    store: SagaStore, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted, saga_id, payment = await _awaiting_payment(store, engine)
+    paid = reply(
+        o.PaymentProcessed(
+            order_id=submitted.payload.order_id, payment_id="p-1", amount_cents=1000
+        ),
+        saga_id,
+        payment,
+    )
+    # Two replicas got the same delivery (a redelivery after a lost ack): both read "never
+    # seen" before either writes.
+    first_two_reads_meet(monkeypatch)
+    results = await asyncio.gather(store.handle(paid), store.handle(paid))
+
+    assert sorted(r.duplicate for r in results) == [False, True]
+    async with engine.connect() as conn:
+        version = await conn.scalar(select(instances.c.version).where(instances.c.id == saga_id))
+        steps = await conn.scalar(
+            select(func.count()).select_from(history).where(history.c.saga_id == saga_id)
+        )
+        commands = await conn.scalar(
+            select(func.count()).select_from(outbox).where(outbox.c.saga_id == saga_id)
+        )
+    assert (version, steps, commands) == (2, 2, 2)  # start + payment, one command each
 
 
 async def test_outbox_rows_survive_a_crash_and_are_published_by_the_relay(
@@ -294,10 +336,7 @@ async def test_step_timeout_fires_once_from_the_injected_clock(
 async def test_a_timer_replaced_by_the_next_step_never_fires_for_the_old_step(
     store: SagaStore, engine: AsyncEngine, clock: FakeClock
 ) -> None:
-    submitted = order_submitted()
-    saga_id = submitted.correlation_id
-    await store.handle(Incoming.from_envelope(submitted))
-    payment = await _outstanding_command(engine, saga_id)
+    submitted, saga_id, payment = await _awaiting_payment(store, engine)
     clock.advance(STEP_TIMEOUT - timedelta(seconds=1))  # the reply comes just before the deadline
     await store.handle(
         reply(

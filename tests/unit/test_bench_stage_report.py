@@ -15,11 +15,9 @@ def batch(**changes: object) -> str:
         "collected": 1.000,
         "parsed": 1.001,
         "tx_connected": 1.0015,
-        "tx_begun": 1.002,
-        "tx_inbox": 1.003,
         "tx_loaded": 1.004,
         "tx_planned": 1.006,
-        "tx_written": 1.010,
+        "tx_written": 1.0105,
         "committed": 1.011,
         "acked": 1.012,
         "claimed": 1.014,
@@ -41,7 +39,7 @@ def test_each_command_causing_delivery_gets_stages_that_add_up_to_its_latency() 
     assert third["wait"] == pytest.approx(1)
     assert sum(first.values()) == pytest.approx((1.020 - 0.990) * 1000)
     assert parts[0] == pytest.approx(
-        {"connect": 0.5, "begin": 0.5, "inbox": 1, "load": 1, "plan": 2, "write": 4, "commit": 1}
+        {"connect": 0.5, "read": 2.5, "plan": 2, "write": 4.5, "release": 0.5}
     )
     assert sum(parts[0].values()) == pytest.approx(first["transaction"])
 
