@@ -332,8 +332,8 @@ async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = Tr
     recorded since the read. Outside a transaction the call commits; inside, the caller's does.
 
     `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself)."""
-    if not plan.inbox and not plan.slots:
-        return  # only duplicates (and nothing loaded): nothing to write
+    if not any((plan.inbox, plan.slots, plan.history, plan.outbox, plan.timers, plan.finished)):
+        return  # only duplicates: nothing to write
     sets = [(s, n, v[0], v[1]) for (s, n), v in plan.timers.items() if v is not None]
     cancels = [(s, n) for (s, n), v in plan.timers.items() if v is None]
     wake = notify_relay and bool(plan.outbox)
