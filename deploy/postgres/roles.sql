@@ -67,6 +67,9 @@ REVOKE ALL ON DATABASE :"database" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE :"database" TO sagaline_runtime;
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'database', rolname) FROM pg_roles
 WHERE rolname IN ('sagaline_console', 'sagaline_console_viewer') \gexec
+-- The console's operator actions are saga steps: the same write function as the orchestrator's.
+SELECT format('GRANT TEMPORARY ON DATABASE %I TO sagaline_console', :'database') FROM pg_roles
+WHERE rolname = 'sagaline_console' \gexec
 
 \connect :"database"
 -- PostgreSQL 15 already keeps PUBLIC from creating in `public`; older servers do not.

@@ -8,9 +8,10 @@ The orchestrator writes a batch of saga steps with one call of a PL/pgSQL functi
 connection creates in its own temporary schema (orchestrator/store/sql.py: the function always
 matches the release that calls it). PostgreSQL grants TEMPORARY on a database to PUBLIC by
 default; deploy/postgres/roles.sql revokes everything from PUBLIC, so this grants TEMPORARY on
-the current database to the runtime role (SAGALINE_DB_RUNTIME_ROLE) when it exists, as
-migration 0005 does for the tables. Needs the database's owner (roles.sql makes the migrating
-role its owner) or a superuser.
+the current database to the runtime role (SAGALINE_DB_RUNTIME_ROLE) and to `sagaline_console`
+(its operator actions are saga steps) when they exist, as migrations 0005 and 0006 do for the
+tables. Needs the database's owner (roles.sql makes the migrating role its owner) or a
+superuser.
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ def _temporary(action: str) -> str:
     to = "TO" if action == "GRANT" else "FROM"
     return f"""
 DO $temporary$
+DECLARE
+    role_name text;
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-        EXECUTE format('{action} TEMPORARY ON DATABASE %I {to} %I', current_database(), '{role}');
-    END IF;
+    FOREACH role_name IN ARRAY ARRAY['{role}', 'sagaline_console'] LOOP
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = role_name) THEN
+            EXECUTE format(
+                '{action} TEMPORARY ON DATABASE %I {to} %I', current_database(), role_name);
+        END IF;
+    END LOOP;
 END
 $temporary$;
 """

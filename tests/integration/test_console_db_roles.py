@@ -47,6 +47,16 @@ async def own(settings: Settings) -> AsyncIterator[Settings]:
     finally:
         await conn.close()
     async with own_database(settings) as value:
+        database = make_url(value.database_url).database
+        conn = await asyncpg.connect(
+            make_url(value.database_url).set(drivername="postgresql").render_as_string(False)
+        )
+        try:  # as deploy/postgres/roles.sql leaves the database
+            await conn.execute(f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC')
+            for role in ROLES:
+                await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+        finally:
+            await conn.close()
         engine = create_unpooled_engine(value.sqlalchemy_url)
         await Accounts(engine).add("ada", "admin", PASSWORD)
         await engine.dispose()
@@ -86,6 +96,9 @@ async def test_the_console_role_acts_on_sagas_but_not_on_worker_tables(own: Sett
         make_url(console.database_url).render_as_string(hide_password=False)
     )
     try:
+        # Its operator actions are saga steps, whose write function lives in the session's
+        # temporary schema: migrating granted TEMPORARY, which roles.sql revokes from PUBLIC.
+        await conn.execute("CREATE FUNCTION pg_temp.probe() RETURNS int LANGUAGE sql AS 'SELECT 1'")
         await conn.execute("UPDATE saga.instances SET version = version WHERE false")
         await conn.execute("INSERT INTO console.audit (at, actor, action, target, reason, details)"
                            " VALUES (now(), 'operator:t', 't', 't', 't', '{}')")  # fmt: skip
