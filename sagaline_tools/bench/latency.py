@@ -12,7 +12,8 @@ broker's confirm of what it caused:
   (sagaline.messaging.stages), from which each event that sent a command gets its latency
   arrival -> command confirmed, split into: wait for the batch, parse, transaction (commit
   included), ack, claim of the outbox rows, publish until confirmed; and the transaction split
-  again into pool checkout, BEGIN, inbox insert, saga read, planning, writes and COMMIT.
+  again into pool checkout, the read, planning, the write (its commit included) and giving
+  the connection back.
 
 The figure is the orchestrator's p99 as a multiple of the relay's p99 at the same rate; with
 `--repeat N` the pair is measured N times, interleaved, and the median round is shown.

@@ -4,8 +4,8 @@ The orchestrator writes one line per batch (sagaline.messaging.stages): when eac
 arrived, and when the batch was collected, parsed, committed, acknowledged, its commands'
 outbox rows claimed, and their publishes confirmed. A delivery whose step sent a command
 ("caused") has the latency arrival -> confirm, split into the stages below; they add up to it.
-The transaction stage is split further into its parts (pool checkout, BEGIN, each statement
-group, the planning in Python, COMMIT), which add up to it.
+The transaction stage is split further into its parts (pool checkout, the read, the planning
+in Python, the write with its commit, giving the connection back), which add up to it.
 """
 
 from __future__ import annotations
