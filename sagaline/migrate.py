@@ -107,24 +107,35 @@ async def schema_problem(settings: Settings) -> str | None:
     return None
 
 
-async def temporary_problem(settings: Settings) -> str | None:
-    """None when this process's role may create temporary objects (the orchestrator's write
-    function lives in its session's temporary schema); otherwise what an operator must do."""
+async def may_create_temporary(settings: Settings) -> tuple[bool, str, str]:
+    """(allowed, role, database): whether this process's role may create temporary objects
+    (the saga store's write function lives in its session's temporary schema). Raises
+    OSError or asyncpg.PostgresError when the database does not answer."""
+    conn = await asyncpg.connect(_dsn(settings), **db_connect_args(settings))
     try:
-        conn = await asyncpg.connect(_dsn(settings), **db_connect_args(settings))
-        try:
-            allowed, user, database = await conn.fetchrow(
-                "SELECT has_database_privilege(current_user, current_database(), 'TEMPORARY'),"
-                " current_user, current_database()"
-            )
-        finally:
-            await conn.close()
-    except (OSError, asyncpg.PostgresError) as exc:
-        return f"database unreachable ({type(exc).__name__})"
-    if allowed:
-        return None
+        allowed, user, database = await conn.fetchrow(
+            "SELECT has_database_privilege(current_user, current_database(), 'TEMPORARY'),"
+            " current_user, current_database()"
+        )
+    finally:
+        await conn.close()
+    return bool(allowed), str(user), str(database)
+
+
+def temporary_refused(user: str, database: str, granted_to: str) -> str:
+    """What an operator must do when `user` may not create temporary objects; migrating
+    grants TEMPORARY to `granted_to`."""
     return (
         f"role {user} may not create temporary objects in database {database}: run"
-        f" `sagaline migrate` (it grants TEMPORARY to {settings.db_runtime_role}, of which"
+        f" `sagaline migrate` (it grants TEMPORARY to {granted_to}, of which"
         f" {user} must be a member) or GRANT TEMPORARY ON DATABASE {database} TO {user}"
     )
+
+
+async def temporary_problem(settings: Settings) -> str | None:
+    """None when the runtime role may create temporary objects; otherwise what to do."""
+    try:
+        allowed, user, database = await may_create_temporary(settings)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"database unreachable ({type(exc).__name__})"
+    return None if allowed else temporary_refused(user, database, settings.db_runtime_role)

@@ -7,12 +7,18 @@ keeps the parked-message index, runs replay jobs started from it, and serves the
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sagaline_tools.cli import common
 from sagaline_tools.cli.output import CliError, stdout
+
+if TYPE_CHECKING:
+    from sagaline.settings import Settings
+
+CONSOLE_ROLE = "sagaline_console"
+"""The role deploy/postgres/roles.sql creates for a read-write console (migrations grant it)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +62,8 @@ def console(
             for e in exc.errors(include_input=False, include_url=False)
         )
         raise CliError(f"invalid configuration: {problems}", exit_code=2) from None
+    if not console_settings.read_only:
+        refuse_without_temporary(settings)
     configure_logging(settings.log_level, service="console")
     mode = "read-only" if console_settings.read_only else "read-write"
     stdout().print(
@@ -68,3 +76,22 @@ def console(
         log_level="warning",
         access_log=False,
     )
+
+
+def refuse_without_temporary(settings: Settings) -> None:
+    """A read-write console's actions are saga steps, written by a function in the session's
+    temporary schema: without TEMPORARY every action would fail, so say so before serving.
+    A database that does not answer yet is left to /readyz, as for every other page."""
+    import asyncio
+
+    import asyncpg
+
+    from sagaline.migrate import may_create_temporary, temporary_refused
+
+    try:
+        allowed, user, database = asyncio.run(may_create_temporary(settings))
+    except (OSError, asyncpg.PostgresError):
+        return
+    if not allowed:
+        problem = temporary_refused(user, database, CONSOLE_ROLE)
+        raise CliError(f"console (read-write): {problem}; or start it --read-only", exit_code=3)

@@ -4,7 +4,9 @@ read-only console works logged in as `sagaline_console_viewer`, which cannot cha
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -106,3 +108,46 @@ async def test_the_console_role_acts_on_sagas_but_not_on_worker_tables(own: Sett
             await conn.fetch("SELECT * FROM payments.ledger LIMIT 1")
     finally:
         await conn.close()
+
+
+async def test_a_read_write_console_without_temporary_says_so_before_serving(
+    own: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every action of a read-write console is a saga step, whose write function needs
+    TEMPORARY: a role without it gets one line naming the grant and exit 3, not a console whose
+    buttons all fail. The read-only console needs no such right and starts."""
+    from typer.testing import CliRunner
+
+    from sagaline_tools.cli import app
+
+    role = f"sl_console_{uuid.uuid4().hex[:8]}"
+    database = make_url(own.database_url).database
+    owner = await asyncpg.connect(
+        make_url(own.database_url).set(drivername="postgresql").render_as_string(False)
+    )
+    served: list[object] = []
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: served.append(args))
+    try:
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+        env = {"DATABASE_URL": as_role(own, role).database_url, "SAGALINE_NAMESPACE": own.namespace}
+        refused = await asyncio.to_thread(
+            CliRunner().invoke, app, ["console", "--read-write", "--port", "0"], env=env
+        )
+        assert refused.exit_code == 3, refused.output
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+        assert f"role {role} may not create temporary objects in database {database}" in (
+            refused.stderr
+        )
+        assert f"GRANT TEMPORARY ON DATABASE {database} TO {role}" in refused.stderr
+        assert "--read-only" in refused.stderr and served == []
+
+        read_only = await asyncio.to_thread(
+            CliRunner().invoke, app, ["console", "--read-only", "--port", "0"], env=env
+        )
+        assert read_only.exit_code == 0, read_only.output
+        assert len(served) == 1
+    finally:
+        await owner.execute(f'REVOKE ALL ON DATABASE "{database}" FROM {role}')
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
