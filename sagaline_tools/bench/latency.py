@@ -5,7 +5,11 @@ broker's confirm of what it caused:
 
 - the bare relay (baseline.py with --timed) is offered the orchestrator's event rate (the
   transitions/s below) of 200-byte messages, relays them A -> B in batches (64 / 5 ms) and
-  notes, per message, its wait for the batch and the publish up to the confirm of its copy;
+  notes, per message, its wait for the batch and the publish up to the confirm of its copy.
+  A consumer drains B as the stub worker drains the command queues (stub_worker --drain), so
+  the broker does the same work per message in both runs: every message published twice,
+  delivered twice and acked twice. (A quorum queue with a consumer confirms later than one
+  without: its deliveries and acks are log entries too.)
 - the orchestrator, with the stub worker answering, is offered orders at a steady rate so
   that it makes a fixed fraction (half by default) of the transitions/s the orchestrator
   section measured; with SAGALINE_STAGE_LOG set it writes each batch's stage times
@@ -99,6 +103,7 @@ async def relay_latency(
         for name in (a, b):
             await (await channel.get_queue(name)).purge()
         stages_path = env.log_dir / f"relay-stages-{uuid.uuid4().hex[:6]}.json"
+        drain = await start_stub(env, config, drain=b)
         relay = env.start_helper(
             "relay-timed",
             "sagaline_tools.bench.baseline",
@@ -117,18 +122,18 @@ async def relay_latency(
         try:
             await relay.read_json_line(within=60)
             step.phase(f"bare relay at {rate:,.0f} msgs/s", count)
-            cpu_before = cpu.snapshot({"relay": relay.pid or 0}, env.servers)
+            pids = {"relay": relay.pid or 0, "drain": drain.pid or 0}
+            cpu_before = cpu.snapshot(pids, env.servers)
             offered = await amqp.publish_paced(
                 channel.default_exchange,
                 ((a, m) for m in relay_messages(count)),
                 rate,
-                progress=_watching(step, relay),
+                progress=_watching(step, relay, drain),
             )
-            usage = cpu.usage(cpu_before, cpu.snapshot({"relay": relay.pid or 0}, env.servers),
-                              offered)  # fmt: skip
+            usage = cpu.usage(cpu_before, cpu.snapshot(pids, env.servers), offered)
             await relay.read_json_line(within=60 + count / 100)  # the stages file is written
         finally:
-            await env.stop(relay)
+            await env.stop(relay, drain)
         await (await channel.get_queue(b)).purge()
     finally:
         await connection.close()

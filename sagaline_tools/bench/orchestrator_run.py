@@ -25,9 +25,11 @@ from sagaline_tools.bench.stats import median_round, span_rate, window_rate
 from sagaline_tools.bench.watch import Metered, cheap_then_exact, sample_until
 
 
-async def start_stub(env: BenchEnv, config: BenchConfig) -> Child:
+async def start_stub(env: BenchEnv, config: BenchConfig, drain: str | None = None) -> Child:
+    """The stub worker answering the order commands; with `drain`, a consumer that only acks
+    that queue's messages (the bare relay's output, in the latency section)."""
     stub = env.start_helper(
-        "stub-worker",
+        "relay-drain" if drain else "stub-worker",
         "sagaline_tools.bench.stub_worker",
         [
             "--amqp-url", env.settings.amqp_url,
@@ -35,6 +37,7 @@ async def start_stub(env: BenchEnv, config: BenchConfig) -> Child:
             "--batch", str(config.relay_batch),
             "--max-wait-ms", str(config.relay_max_wait_ms),
             "--prefetch", str(config.relay_prefetch),
+            *(["--drain", drain] if drain else []),
         ],
     )  # fmt: skip
     await stub.read_json_line(within=60)

@@ -7,6 +7,10 @@ in one process with the batched relay loop, and publishes each reply as a real w
 whose causation id is the command's message id, with the reply's deterministic message id,
 to `<ns>.events` with the reply type as routing key. No database, no validation: cheap on
 purpose, and checked against the contracts by unit tests instead.
+
+With `--drain QUEUE` it only takes QUEUE's messages and acks them in the same batches, replying
+to none: the consumer of the bare relay's output in the latency section, so that the broker
+delivers and settles every relayed message there as it does the orchestrator's commands here.
 """
 
 from __future__ import annotations
@@ -125,15 +129,16 @@ async def stub_main(args: argparse.Namespace) -> dict[str, Any]:
         publish = await connection.channel(publisher_confirms=True)
         events = await publish.get_exchange(f"{args.namespace}.events", ensure=False)
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        for name in STUB_QUEUES:
-            queue = await consume.declare_queue(f"{args.namespace}.{name}", passive=True)
+        names = args.drain or [f"{args.namespace}.{name}" for name in STUB_QUEUES]
+        for name in names:
+            queue = await consume.declare_queue(name, passive=True)
             await queue.consume(enqueue(inbox))
         sys.stdout.write(json.dumps({"ready": True}) + "\n")
         sys.stdout.flush()
         with contextlib.suppress(asyncio.CancelledError):
             await run_relay(
                 inbox,
-                reply_mapper(events),
+                (lambda _: None) if args.drain else reply_mapper(events),
                 batch=args.batch,
                 max_wait=args.max_wait_ms / 1000,
                 stats=stats,
@@ -151,6 +156,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--prefetch", type=int, default=128)
+    parser.add_argument(
+        "--drain", action="append", metavar="QUEUE", help="ack this queue's messages, no replies"
+    )
     args = parser.parse_args()
     import uvloop
 

@@ -94,6 +94,7 @@ def test_results_hold_the_raw_measurements(quick_run: dict[str, Any]) -> None:
     assert results["e2e"]["monitoring"]["polls"] >= 1
     assert results["latency"]["count"] >= 1
     assert results["latency"]["relay"]["count"] >= 1
+    assert "drain" in results["latency"]["relay"]["cpu_cores"]  # the relay's output is consumed
     assert set(results["latency"]["stages_p50_ms"]) == {
         "wait",
         "parse",
