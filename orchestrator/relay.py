@@ -27,9 +27,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-import aio_pika
 import aiormq
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -99,7 +98,8 @@ class OutboxRelay(BackgroundLoop):
         self._channel: AbstractChannel | None = None
         self._opening = asyncio.Lock()
         """The loop and the intake's dispatches share one channel: open it once."""
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._exchanges: set[str] = set()
+        """Exchanges found to exist since the channel was opened."""
         self._missing: dict[str, float] = {}
         """Exchange name -> monotonic time it was last found missing."""
 
@@ -188,13 +188,13 @@ class OutboxRelay(BackgroundLoop):
 
     async def _routable(self, rows: Sequence[Any]) -> list[Any]:
         """The rows whose exchange exists; the others are logged and left unpublished."""
-        channel = await self._publish_channel()
+        await self._publish_channel()
         exchanges = self._exchanges
-        unknown = {row["exchange"] for row in rows} - set(exchanges)
+        unknown = {row["exchange"] for row in rows} - exchanges
         if unknown:
             for name in sorted(unknown):
                 if await self._exchange_exists(name):
-                    exchanges[name] = await channel.get_exchange(name, ensure=False)
+                    exchanges.add(name)
                 else:
                     self._missing[name] = time.monotonic()
                     log.error(
@@ -229,9 +229,8 @@ class OutboxRelay(BackgroundLoop):
     async def _publish_channel(self) -> AbstractChannel:
         async with self._opening:
             if self._channel is None or self._channel.is_closed:
-                # Exchange objects are bound to the channel they came from. A new dict, not
-                # clear(): a publish in flight keeps the one it started with.
-                self._exchanges = {}
+                # An exchange deleted under the old channel closed it: look again.
+                self._exchanges = set()
                 self._channel = await self.connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
@@ -239,13 +238,18 @@ class OutboxRelay(BackgroundLoop):
 
     async def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
-        self._exchanges = {}
+        self._exchanges = set()
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(Exception):
                 await channel.close()
 
     async def _publish(self, rows: Sequence[Any]) -> list[int]:
-        exchanges = self._exchanges
+        # aio-pika's Exchange.publish holds the channel's lock until its frames are written
+        # and drained, so the publishes of a batch leave one event-loop turn (or more) apart:
+        # on a busy loop, 10 confirmed publishes took 15 ms that way against 6.7 ms queued at
+        # once (`wait=False`: frames still leave in call order; each confirm is awaited).
+        underlay = await (await self._publish_channel()).get_underlay_channel()
+        channel = cast(aiormq.Channel, underlay)  # `wait` is the concrete channel's
 
         async def one(row: Any) -> None:
             message = amqp_message(
@@ -258,10 +262,13 @@ class OutboxRelay(BackgroundLoop):
             )
             # Commands must reach a worker queue (returned = misconfiguration, keep the row);
             # domain events go to whoever subscribes, possibly nobody.
-            await exchanges[row["exchange"]].publish(
-                message,
+            await channel.basic_publish(
+                message.body,
+                exchange=row["exchange"],
                 routing_key=row["routing_key"],
+                properties=message.properties,
                 mandatory=row["exchange"] == self.commands_exchange,
+                wait=False,
             )
 
         # Frames go out in call order on one channel; only the confirms are awaited together.

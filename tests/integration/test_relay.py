@@ -44,7 +44,9 @@ async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnecti
         await value.close()
 
 
-async def _add_rows(engine: AsyncEngine, exchange: str, count: int) -> list[uuid.UUID]:
+async def _add_rows(
+    engine: AsyncEngine, exchange: str, count: int, routing_key: str = "RelayProbe"
+) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in range(count)]
     async with engine.begin() as conn:
         await conn.execute(
@@ -54,7 +56,7 @@ async def _add_rows(engine: AsyncEngine, exchange: str, count: int) -> list[uuid
                     "message_id": message_id,
                     "saga_id": uuid.uuid4(),
                     "exchange": exchange,
-                    "routing_key": "RelayProbe",
+                    "routing_key": routing_key,
                     "message_type": "RelayProbe",
                     "body": b"{}",
                     "headers": {},
@@ -158,6 +160,30 @@ async def test_dispatch_publishes_exactly_the_given_rows_and_skips_rows_held_els
         assert await _unpublished(engine) == {others[0]}
 
         assert sorted(await _receive(queue, 6)) == sorted([*mine, *others[1:]])
+    finally:
+        await relay.stop()
+        await channel.close()
+
+
+async def test_a_command_no_queue_takes_stays_in_the_outbox_and_the_rest_go_out(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    """Commands are published mandatory: one the broker returns (no queue bound for its type,
+    a deployment mistake) is not marked sent, and the rows published with it are."""
+    channel = await connection.channel()
+    commands = await channel.declare_exchange(
+        f"t{run_id}-commands-{uuid.uuid4().hex[:6]}", aio_pika.ExchangeType.DIRECT,
+        auto_delete=True,
+    )  # fmt: skip
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(commands, "RelayProbe")
+    routable = await _add_rows(engine, commands.name, 3)
+    (unroutable,) = await _add_rows(engine, commands.name, 1, routing_key="NobodyTakesThis")
+    relay = OutboxRelay(engine, connection, commands_exchange=commands.name)
+    try:
+        assert await relay.dispatch([*routable, unroutable]) == 3
+        assert await _unpublished(engine) == {unroutable}
+        assert sorted(await _receive(queue, 3)) == sorted(routable)
     finally:
         await relay.stop()
         await channel.close()
