@@ -72,6 +72,7 @@ class StageLog:
         stages = _current.get()
         _current.reset(token)
         if stages is not None:
+            stages.times["ended"] = time.monotonic()  # the batch's worker is free again
             self._file.write(stages.to_json() + "\n")
 
     def close(self) -> None:

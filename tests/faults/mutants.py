@@ -68,7 +68,7 @@ MUTANTS = (
     Mutant(
         "outbox-marked-sent",
         "orchestrator/relay.py",
-        "                    await conn.execute(MARK_SENT, confirmed, self.clock())",
+        "                    await conn.execute(mark_sent_and_commit(confirmed, self.clock()))",
         "                    pass",
         "test_crash_points.py::test_orchestrator_crash_points",
     ),

@@ -189,6 +189,42 @@ async def test_a_command_no_queue_takes_stays_in_the_outbox_and_the_rest_go_out(
         await channel.close()
 
 
+async def test_a_failed_publish_leaves_its_rows_claimable_and_the_connection_clean(
+    settings: Settings, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    """The claim's transaction is committed with the mark, in one round trip; when the
+    publish fails instead, it is rolled back: the rows stay unpublished for the next round and
+    the pooled connection goes back outside any transaction (it holds the rows' locks)."""
+    async with own_database(settings) as own:
+        engine = create_engine(own, pool_size=1)  # the next checkout gets the same connection
+        channel = await connection.channel()
+        try:
+            exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-fail")
+            rows = await _add_rows(engine, exchange.name, 3)
+            relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
+
+            async def broker_gone(rows: object) -> list[int]:
+                raise ConnectionError("broker gone")
+
+            publish = relay._publish
+            relay._publish = broker_gone  # type: ignore[method-assign]
+            assert await relay.dispatch(rows) == 0
+            async with engine.connect() as sa_conn:
+                raw = await sa_conn.get_raw_connection()
+                assert raw.driver_connection is not None
+                assert not raw.driver_connection.is_in_transaction()
+            assert await _unpublished(engine) == set(rows)
+
+            relay._publish = publish  # type: ignore[method-assign]
+            assert await relay.dispatch(rows) == 3
+            assert await _unpublished(engine) == set()
+            assert sorted(await _receive(queue, 3)) == sorted(rows)
+            await relay.stop()
+        finally:
+            await channel.close()
+            await engine.dispose()
+
+
 async def test_a_lost_listen_connection_wakes_the_relay_to_sweep_what_it_missed(
     engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
 ) -> None:
