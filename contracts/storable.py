@@ -76,8 +76,28 @@ def _leaves(value: object, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, .
         yield path, value
 
 
+def _storable(value: object) -> bool:
+    """Whether every leaf can be stored: the walk of `_leaves` without building paths.
+
+    Every message is checked when it is built or parsed, on the orchestrator's hot path too
+    (3% of its CPU at half load went to the path-building walk); the paths are only worth
+    building for the rare message that fails. Plain text, the common leaf, is tested first."""
+    if type(value) is str:
+        return _UNSTORABLE_TEXT.search(value) is None
+    if isinstance(value, BaseModel):
+        # A model's fields are its instance dict (pydantic keeps private state elsewhere).
+        return all(_storable(item) for item in value.__dict__.values())
+    if isinstance(value, (tuple, list)):
+        return all(_storable(item) for item in value)
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    return unstorable_reason(value) is None
+
+
 def check_storable(model: BaseModel) -> None:
     """Raise a pydantic error naming the first field PostgreSQL could not store."""
+    if _storable(model):
+        return
     for path, value in _leaves(model, ()):
         reason = unstorable_reason(value)
         if reason is not None:

@@ -40,7 +40,7 @@ from orchestrator.store.saga_store import NOTIFY_CHANNEL, Clock, driver_connecti
 from sagaline.background import BackgroundLoop
 from sagaline.faults import crash_point
 from sagaline.messaging.errors import error_summary
-from sagaline.messaging.publish import amqp_message
+from sagaline.messaging.publish import amqp_properties
 from sagaline.messaging.stages import mark
 
 log = logging.getLogger("sagaline.relay")
@@ -285,8 +285,7 @@ class OutboxRelay(BackgroundLoop):
         channel = cast(aiormq.Channel, underlay)  # `wait` is the concrete channel's
 
         async def one(row: Any) -> None:
-            message = amqp_message(
-                bytes(row["body"]),
+            properties = amqp_properties(
                 message_id=str(row["message_id"]),
                 correlation_id=str(row["saga_id"]),
                 message_type=row["message_type"],
@@ -296,10 +295,10 @@ class OutboxRelay(BackgroundLoop):
             # Commands must reach a worker queue (returned = misconfiguration, keep the row);
             # domain events go to whoever subscribes, possibly nobody.
             await channel.basic_publish(
-                message.body,
+                bytes(row["body"]),
                 exchange=row["exchange"],
                 routing_key=row["routing_key"],
-                properties=message.properties,
+                properties=properties,
                 mandatory=row["exchange"] == self.commands_exchange,
                 wait=False,
             )

@@ -6,6 +6,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, DeliveryMode
+from aiormq import spec
 
 from contracts.behaviour import CONTENT_TYPE
 from contracts.envelope import Envelope
@@ -24,9 +25,6 @@ def amqp_message(
     user_id: str | None = None,
 ) -> aio_pika.Message:
     """`user_id`: the publishing connection's broker user (RabbitMQ checks it), or None."""
-    all_headers: dict[str, Any] = {H_SCHEMA_VERSION: schema_version, **(headers or {})}
-    if causation_id is not None:
-        all_headers[H_CAUSATION_ID] = causation_id
     return aio_pika.Message(
         body=body,
         content_type=CONTENT_TYPE,
@@ -34,10 +32,43 @@ def amqp_message(
         message_id=message_id,
         correlation_id=correlation_id,
         type=message_type,
-        headers=all_headers,
+        headers=_all_headers(headers, schema_version, causation_id),
         app_id="sagaline",
         user_id=user_id,
     )
+
+
+def amqp_properties(
+    *,
+    message_id: str,
+    correlation_id: str,
+    message_type: str,
+    headers: dict[str, Any] | None = None,
+    user_id: str | None = None,
+) -> spec.Basic.Properties:
+    """The properties `amqp_message` would carry, built directly for a publish on the aiormq
+    channel (the outbox relay): no aio-pika Message per row, whose construction and
+    attribute checks cost ~5% of the orchestrator's CPU at half load."""
+    return spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        priority=0,  # what aio-pika sends when none is given
+        message_id=message_id,
+        correlation_id=correlation_id,
+        message_type=message_type,
+        headers=_all_headers(headers, 1, None),
+        app_id="sagaline",
+        user_id=user_id,
+    )
+
+
+def _all_headers(
+    headers: dict[str, Any] | None, schema_version: int, causation_id: str | None
+) -> dict[str, Any]:
+    all_headers: dict[str, Any] = {H_SCHEMA_VERSION: schema_version, **(headers or {})}
+    if causation_id is not None:
+        all_headers[H_CAUSATION_ID] = causation_id
+    return all_headers
 
 
 def envelope_message(

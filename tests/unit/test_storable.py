@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts import documents as d
 from contracts import order as o
 from contracts.envelope import new_envelope
-from contracts.storable import BIGINT_MAX, unstorable_reason
+from contracts.storable import BIGINT_MAX, _leaves, _storable, unstorable_reason
 from contracts.topology import ParkReason
 from sagaline.messaging.errors import PermanentMessageError
 from sagaline.messaging.parsing import parse_body
@@ -133,3 +135,29 @@ def test_valid_message_still_round_trips() -> None:
         correlation_id=uuid.uuid4(),
     )
     assert parse_body(sent.to_json(), "application/json", LIMIT) == sent
+
+
+_LEAVES = st.one_of(
+    st.text(max_size=6),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=4).map(tuple),
+        st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_VALUES)
+def test_the_quick_check_agrees_with_the_walk_that_names_fields(value: object) -> None:
+    # check_storable asks the path-free walk first and builds paths only when it fails.
+    by_walk = all(unstorable_reason(leaf) is None for _, leaf in _leaves(value, ()))
+    assert _storable(value) is by_walk
