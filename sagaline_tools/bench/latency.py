@@ -20,7 +20,10 @@ broker's confirm of what it caused:
   the connection back.
 
 The figure is the orchestrator's p99 as a multiple of the relay's p99 at the same rate; with
-`--repeat N` the pair is measured N times, interleaved, and the median round is shown.
+`--repeat N` the pair is measured N times, interleaved, and the median round is shown. Beside
+it, `pooled`: each side's p99 over all its rounds' messages and their ratio. A machine stall
+fills one round's slowest 1% on whichever side it hits, so per-round ratios scatter (0.7-7.7 in
+one morning); pooled, a stall weighs 1/N as much on either side.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ from sagaline_tools.bench.orchestrator_run import (
 )
 from sagaline_tools.bench.procs import Child
 from sagaline_tools.bench.progress import Step
-from sagaline_tools.bench.stage_report import orchestrator_stages, summarize
-from sagaline_tools.bench.stats import median_round, ratio
+from sagaline_tools.bench.stage_report import orchestrator_stages, summarize, totals_ms
+from sagaline_tools.bench.stats import median_round, percentile, ratio
 from sagaline_tools.bench.watch import sample_until
 from sagaline_tools.bench.workload import order_envelope
 
@@ -70,13 +73,31 @@ async def run(
     median of interleaved rounds is the steadier verdict."""
     transitions_rate, orders_rate = offered_rates(config, orchestrator_rate)
     rounds = []
+    pooled: dict[str, list[float]] = {"orchestrator": [], "relay": []}
     for _ in range(config.repeat):
         relay = await relay_latency(env, config, step, transitions_rate)
         result = await orchestrator_latency(env, config, step, transitions_rate, orders_rate)
+        pooled["relay"] += relay.pop(TOTALS)
+        pooled["orchestrator"] += result.pop(TOTALS)
         result["relay"] = relay
         result["p99_ratio"] = ratio(result["p99_ms"], relay["p99_ms"])
         rounds.append(result)
-    return median_round(rounds, "p99_ratio")
+    chosen = median_round(rounds, "p99_ratio")
+    if len(rounds) > 1:
+        chosen["pooled"] = pooled_p99(pooled["orchestrator"], pooled["relay"])
+    return chosen
+
+
+TOTALS = "totals_ms"
+"""A round's per-message latencies, kept out of the JSON (tens of thousands of numbers)."""
+
+
+def pooled_p99(orchestrator_ms: list[float], relay_ms: list[float]) -> dict[str, Any]:
+    """Each side's p99 over every round's messages, and the orchestrator's as a multiple of
+    the relay's."""
+    p99 = percentile(orchestrator_ms, 99)
+    relay_p99 = percentile(relay_ms, 99)
+    return {"p99_ms": p99, "relay_p99_ms": relay_p99, "p99_ratio": ratio(p99, relay_p99)}
 
 
 def _watching(step: Step, *children: Child) -> Callable[[int], None]:
@@ -137,12 +158,14 @@ async def relay_latency(
         await (await channel.get_queue(b)).purge()
     finally:
         await connection.close()
+    stages: list[dict[str, float]] = json.loads(stages_path.read_text())
     return {
         "offered_msgs_per_s": rate,
         "messages": count,
         "seconds": offered,
         "cpu_cores": usage,
-        **summarize(json.loads(stages_path.read_text())),
+        **summarize(stages),
+        TOTALS: totals_ms(stages),
     }
 
 
@@ -202,6 +225,7 @@ async def orchestrator_latency(
         "cpu_cores": cpu_cores,
         "batches_untimed": timings.incomplete,
         **summarize(timings.messages, timings.parts),
+        TOTALS: totals_ms(timings.messages),
     }
 
 

@@ -325,7 +325,14 @@ def _rounds(lat: Mapping[str, Any]) -> str:
     if len(ratios) < 2:
         return ""
     shown = ", ".join("?" if r is None else f"{r:.2f}" for r in ratios)
-    return f"median of {len(ratios)} rounds, ratios {shown}"
+    text = f"median of {len(ratios)} rounds, ratios {shown}"
+    pooled = lat.get("pooled")
+    if pooled and pooled.get("p99_ratio") is not None:
+        text += (
+            f"; pooled rounds: p99 {pooled['p99_ms']:.1f} ms against the relay's"
+            f" {pooled['relay_p99_ms']:.1f} = {pooled['p99_ratio']:.2f}x"
+        )
+    return text
 
 
 def _scale(scale: Mapping[str, Any], empty_rate: float | None) -> Figure:

@@ -88,6 +88,11 @@ def _spans(batch: Mapping[str, Any], marks: Sequence[tuple[str, str]]) -> StageT
     }
 
 
+def totals_ms(messages: Sequence[Mapping[str, float]]) -> list[float]:
+    """Each message's latency: the sum of its stages."""
+    return [sum(m.values()) for m in messages]
+
+
 def summarize(
     messages: Sequence[Mapping[str, float]], parts: Sequence[Mapping[str, float]] = ()
 ) -> dict[str, Any]:
@@ -96,7 +101,7 @@ def summarize(
     message), the same two views of the transaction's parts."""
     if not messages:
         raise ValueError("no timed messages")
-    totals = [sum(m.values()) for m in messages]
+    totals = totals_ms(messages)
     summary: dict[str, Any] = dict(latency_summary(totals))
     slowest = [total >= summary["p99_ms"] for total in totals]
     summary["stages_p50_ms"] = _medians(messages)

@@ -95,6 +95,8 @@ def test_results_hold_the_raw_measurements(quick_run: dict[str, Any]) -> None:
     assert results["latency"]["count"] >= 1
     assert results["latency"]["relay"]["count"] >= 1
     assert "drain" in results["latency"]["relay"]["cpu_cores"]  # the relay's output is consumed
+    assert "totals_ms" not in results["latency"]["relay"]  # per-message lists stay out
+    assert "totals_ms" not in results["latency"]
     assert set(results["latency"]["stages_p50_ms"]) == {
         "wait",
         "parse",

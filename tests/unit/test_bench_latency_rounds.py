@@ -1,5 +1,5 @@
 """sagaline bench --repeat N: the latency pair is measured N times, interleaved, and the round
-with the median p99 ratio is the verdict."""
+with the median p99 ratio is the verdict; each side's p99 over all rounds is shown beside it."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ def test_the_round_with_the_median_ratio_is_the_result(monkeypatch: pytest.Monke
 
     async def relay(*_: Any) -> dict[str, Any]:
         calls.append("relay")
-        return {"p99_ms": next(relay_p99)}
+        return {"p99_ms": next(relay_p99), latency.TOTALS: [5.0] * 99 + [10.0]}
 
     async def orchestrator(*_: Any) -> dict[str, Any]:
         calls.append("orchestrator")
-        return {"p99_ms": next(orchestrator_p99)}
+        return {"p99_ms": next(orchestrator_p99), latency.TOTALS: [20.0] * 99 + [30.0]}
 
     monkeypatch.setattr(latency, "relay_latency", relay)
     monkeypatch.setattr(latency, "orchestrator_latency", orchestrator)
@@ -35,3 +35,23 @@ def test_the_round_with_the_median_ratio_is_the_result(monkeypatch: pytest.Monke
     assert result["p99_ratio"] == pytest.approx(2.9)
     assert (result["p99_ms"], result["relay"]["p99_ms"]) == (29.0, 10.0)
     assert result["rounds"] == pytest.approx([5.0, 2.5, 2.9])
+    # Pooled: 300 messages a side, three of them slow; the per-message lists stay out of it.
+    pooled = result["pooled"]
+    # (the 99th percentile sits 1% of the way from the 297th value to the 298th)
+    assert pooled["relay_p99_ms"] == pytest.approx(5.0 + 5.0 * 0.01)
+    assert pooled["p99_ms"] == pytest.approx(20.0 + 10.0 * 0.01)
+    assert pooled["p99_ratio"] == pytest.approx(20.1 / 5.05)
+    assert latency.TOTALS not in result and latency.TOTALS not in result["relay"]
+
+
+def test_one_round_has_no_pooled_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def side(*_: Any) -> dict[str, Any]:
+        return {"p99_ms": 10.0, latency.TOTALS: [1.0, 10.0]}
+
+    monkeypatch.setattr(latency, "relay_latency", side)
+    monkeypatch.setattr(latency, "orchestrator_latency", side)
+    config = BenchConfig(sections=("latency",), latency_rate=900.0, repeat=1)
+
+    result = asyncio.run(latency.run(None, config, None, None))  # type: ignore[arg-type]
+
+    assert "pooled" not in result and latency.TOTALS not in result

@@ -165,6 +165,14 @@ def test_repeated_latency_rounds_are_listed_beside_the_median_one() -> None:
     assert "median of 3 rounds, ratios 3.40, 2.80, 2.90" in p99.note
 
 
+def test_pooled_rounds_are_shown_beside_the_verdict_they_do_not_change() -> None:
+    pooled = {"p99_ms": 75.0, "relay_p99_ms": 20.0, "p99_ratio": 3.75}
+    repeated = results(latency={"p99_ratio": 2.9, "rounds": [3.4, 2.8, 2.9], "pooled": pooled})
+    p99 = by_key(figures(repeated))["latency_p99_ms"]
+    assert p99.status == PASS  # the verdict stays the median round's
+    assert "pooled rounds: p99 75.0 ms against the relay's 20.0 = 3.75x" in p99.note
+
+
 def test_a_timer_that_did_not_fire_exactly_once_is_spelled_out() -> None:
     changes = {"timers": {"fired_once": False, "fired_more_than_once": 3, "due_timers_left": 2}}
     note = by_key(figures(results(**changes)))["timers_all_fired_seconds"].note
