@@ -23,7 +23,8 @@ The figure is the orchestrator's p99 as a multiple of the relay's p99 at the sam
 `--repeat N` the pair is measured N times, interleaved, and the median round is shown. Beside
 it, `pooled`: each side's p99 over all its rounds' messages and their ratio. A machine stall
 fills one round's slowest 1% on whichever side it hits, so per-round ratios scatter (0.7-7.7 in
-one morning); pooled, a stall weighs 1/N as much on either side.
+one morning); pooled, a short stall weighs 1/N as much on either side, while a slow stretch as
+long as a round still fills the pool's slowest 1% (it shows, it is not smoothed away).
 """
 
 from __future__ import annotations
