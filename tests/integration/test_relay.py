@@ -198,10 +198,10 @@ async def test_a_failed_publish_leaves_its_rows_claimable_and_the_connection_cle
     async with own_database(settings) as own:
         engine = create_engine(own, pool_size=1)  # the next checkout gets the same connection
         channel = await connection.channel()
+        relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
         try:
             exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-fail")
             rows = await _add_rows(engine, exchange.name, 3)
-            relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
 
             async def broker_gone(rows: object) -> list[int]:
                 raise ConnectionError("broker gone")
@@ -219,8 +219,8 @@ async def test_a_failed_publish_leaves_its_rows_claimable_and_the_connection_cle
             assert await relay.dispatch(rows) == 3
             assert await _unpublished(engine) == set()
             assert sorted(await _receive(queue, 3)) == sorted(rows)
-            await relay.stop()
         finally:
+            await relay.stop()
             await channel.close()
             await engine.dispose()
 
