@@ -42,8 +42,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=64, ge=1, le=1000)
     """Most messages applied in one database transaction (orchestrator and workers)."""
     batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
-    """How long a batch waits to fill, from its first delivery's arrival, before it is applied
-    anyway (a delivery that queued behind busy batch workers that long does not wait again)."""
+    """How long a batch waits to fill before it is applied anyway."""
     batch_workers: int = Field(default=2, ge=1, le=32)
     """Batches in flight at once in one process."""
     stage_log: str | None = None

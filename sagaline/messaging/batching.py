@@ -60,9 +60,8 @@ class BatchMetrics:
 
 
 class BatchConsumer:
-    """Collects up to `batch_size` deliveries (or what arrives within `batch_wait` seconds of
-    the first one's arrival) and runs `processor.process` on each batch, with `workers`
-    batches in flight at once."""
+    """Collects up to `batch_size` deliveries (or what arrives within `batch_wait` seconds)
+    and runs `processor.process` on each batch, with `workers` batches in flight at once."""
 
     def __init__(
         self,
@@ -75,11 +74,8 @@ class BatchConsumer:
         metrics: BatchMetrics | None = None,
         failure_pause: float = 1.0,
         stages: StageLog | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.processor = processor
-        self.clock = clock
-        """Monotonic seconds: when deliveries arrive and how long a batch may still wait."""
         self.stages = stages
         """Bench only: each batch's stage timings (sagaline.messaging.stages)."""
         self.failure_pause = failure_pause
@@ -89,8 +85,7 @@ class BatchConsumer:
         self.workers = workers
         self.stopping = stopping
         """Set on stop: outage holds give their deliveries back instead of waiting."""
-        self._pending: asyncio.Queue[tuple[float, AbstractIncomingMessage]] = asyncio.Queue()
-        """(arrival time, delivery), in arrival order."""
+        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._collecting = asyncio.Lock()
         self._acks = AckLedger()
@@ -103,10 +98,13 @@ class BatchConsumer:
         self._tasks = [
             asyncio.create_task(self._work(), name=f"batch-{i}") for i in range(self.workers)
         ]
-        self._consumer_tag = await queue.consume(self._arrive)
+        put = self._pending.put if self.stages is None else self._timed_put
+        self._consumer_tag = await queue.consume(put)
 
-    async def _arrive(self, delivery: AbstractIncomingMessage) -> None:
-        self._pending.put_nowait((self.clock(), delivery))
+    async def _timed_put(self, delivery: AbstractIncomingMessage) -> None:
+        assert self.stages is not None
+        self.stages.arrived(delivery)
+        await self._pending.put(delivery)
 
     async def stop(self, grace: float) -> None:
         """Stop taking deliveries, finish the batches in hand, give the rest back."""
@@ -129,10 +127,10 @@ class BatchConsumer:
             # One worker collects at a time: waiting deliveries fill one batch instead of
             # being dealt out one each to workers that all wait on the queue.
             async with self._collecting:
-                arrivals, batch = await self._collect()
+                batch = await self._collect()
                 self._acks.take(batch)  # in the order of the deliveries' tags
             started = time.monotonic()
-            timing = self.stages.begin(arrivals) if self.stages is not None else None
+            timing = self.stages.begin(batch) if self.stages is not None else None
             try:
                 with self._acks.current():
                     await self.processor.process(batch)
@@ -165,33 +163,23 @@ class BatchConsumer:
             with contextlib.suppress(Exception):  # a closed channel returns them by itself
                 await delivery.nack(requeue=True)
 
-    async def _collect(self) -> tuple[list[float], list[AbstractIncomingMessage]]:
-        """(arrival times, deliveries) of the next batch.
-
-        The wait for latecomers counts from the first delivery's arrival, not from when a
-        worker got to it: a delivery that queued while every worker was busy has waited
-        already, and waiting `batch_wait` again on top only adds to its latency (more
-        deliveries queue behind it meanwhile anyway, so the batch is not smaller for it)."""
-        first = await self._pending.get()
-        arrivals, batch = [first[0]], [first[1]]
-        deadline = first[0] + self.batch_wait
+    async def _collect(self) -> list[AbstractIncomingMessage]:
+        batch = [await self._pending.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch_wait
         while len(batch) < self.batch_size:
             # Take what is already there without waiting: a full prefetch window fills a
             # batch at once, and a lone message does not pay a timer per waiting step.
             while len(batch) < self.batch_size and not self._pending.empty():
-                arrived, delivery = self._pending.get_nowait()
-                arrivals.append(arrived)
-                batch.append(delivery)
-            timeout = deadline - self.clock()
+                batch.append(self._pending.get_nowait())
+            timeout = deadline - loop.time()
             if len(batch) >= self.batch_size or timeout <= 0:
                 break
             try:
-                arrived, delivery = await asyncio.wait_for(self._pending.get(), timeout)
+                batch.append(await asyncio.wait_for(self._pending.get(), timeout))
             except TimeoutError:
                 break
-            arrivals.append(arrived)
-            batch.append(delivery)
-        return arrivals, batch
+        return batch
 
 
 async def parse_or_park(

@@ -1,9 +1,8 @@
 """Where a batch's time goes: monotonic timestamps of its stages, for the benchmark only.
 
-Off unless SAGALINE_STAGE_LOG names a file. Then the batch consumer passes on when each
-delivery arrived (it notes that anyway) and when its batch was collected, the code along the
-batch's path marks the stages it passes (`mark("committed")`, ...) and each batch is written
-as one JSON line when it is done.
+Off unless SAGALINE_STAGE_LOG names a file. Then the batch consumer notes when each delivery
+arrived and when its batch was collected, the code along the batch's path marks the stages it
+passes (`mark("committed")`, ...) and each batch is written as one JSON line when it is done.
 The batch in hand is found through a context variable (each batch runs in its own task), so
 nothing is passed along the hot path, and when it is off a mark costs one context variable read.
 """
@@ -59,10 +58,15 @@ class StageLog:
 
     def __init__(self, path: str | Path) -> None:
         self._file: IO[str] = Path(path).open("a", buffering=1)  # noqa: SIM115 (closed by close)
+        self._arrived: dict[int, float] = {}
 
-    def begin(self, received: Sequence[float]) -> contextvars.Token[BatchStages | None]:
-        """A batch collected now, of deliveries that arrived at `received` (monotonic)."""
-        return _current.set(BatchStages(list(received), time.monotonic()))
+    def arrived(self, delivery: object) -> None:
+        self._arrived[id(delivery)] = time.monotonic()
+
+    def begin(self, batch: Sequence[object]) -> contextvars.Token[BatchStages | None]:
+        now = time.monotonic()
+        received = [self._arrived.pop(id(d), now) for d in batch]
+        return _current.set(BatchStages(received, now))
 
     def end(self, token: contextvars.Token[BatchStages | None]) -> None:
         stages = _current.get()

@@ -102,53 +102,6 @@ async def test_a_batch_waits_for_latecomers_until_batch_wait() -> None:
     assert [len(b) for b in recorder.batches] == [64]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_a_delivery_queued_behind_busy_workers_for_batch_wait_does_not_wait_again() -> None:
-    recorder = Recorder()
-    recorder.gate.clear()
-    clock = FakeClock()
-    batches = BatchConsumer(
-        recorder, batch_size=3, batch_wait=30.0, workers=1, stopping=asyncio.Event(), clock=clock
-    )
-    queue = await start(batches)
-    await queue.put("a", "b", "c")  # a full batch: the only worker is busy with it
-    await recorder.wait_for(3)
-    await queue.put("d")  # queues at t=0 while the worker is busy
-    clock.now = 31.0  # ... for longer than batch_wait
-    recorder.gate.set()
-    # Counting the wait from collection instead of arrival would hold "d" 30 s more.
-    await asyncio.wait_for(recorder.wait_for(4), timeout=5)
-    await batches.stop(grace=1.0)
-    assert recorder.batches == [["a", "b", "c"], ["d"]]
-
-
-async def test_latecomers_are_awaited_only_until_batch_wait_after_the_first_arrival() -> None:
-    recorder = Recorder()
-    clock = FakeClock()
-    batches = BatchConsumer(
-        recorder, batch_size=64, batch_wait=30.0, workers=1, stopping=asyncio.Event(), clock=clock
-    )
-    queue = await start(batches)
-    await queue.put("a")
-    await asyncio.sleep(0)  # the collector has taken "a" and waits for more
-    clock.now = 20.0
-    await queue.put("b")  # 10 s of the wait left: still in the batch
-    await asyncio.sleep(0)
-    assert recorder.batches == []
-    clock.now = 30.0
-    await queue.put("c")  # the wait is over when "c" is taken: the batch closes with it
-    await asyncio.wait_for(recorder.wait_for(3), timeout=5)
-    await batches.stop(grace=1.0)
-    assert recorder.batches == [["a", "b", "c"]]
-
-
 async def test_stop_cancels_the_consumer_and_finishes_the_batch_in_hand() -> None:
     recorder = Recorder()
     recorder.gate.clear()
