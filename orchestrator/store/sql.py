@@ -12,10 +12,11 @@ saga is updated only at the version it was read, and every message id is recorde
 inbox only if no one recorded it meanwhile; a shortfall raises serialization_failure, nothing
 of the batch is kept, and the store decides the batch again (`ConcurrencyConflict`).
 
-The function lives in the connection's temporary schema, created on first use per connection
-from the statements here: the code that plans and the SQL that writes always come from the same
-release (no migration, nothing to keep in step during a rolling deploy), and
-tests/integration/test_plans.py EXPLAINs each of the function's statements. It needs
+The read is a PL/pgSQL function too, only so that its plan is kept (GENERIC_PLANS). Both
+live in the connection's temporary schema, created on first use per connection from the
+statements here: the code that plans and the SQL that reads and writes always come from the
+same release (no migration, nothing to keep in step during a rolling deploy), and
+tests/integration/test_plans.py EXPLAINs each of their statements. They need
 session-level connections (not a transaction-pooling proxy) and the TEMPORARY privilege that
 PostgreSQL gives every role by default.
 
@@ -197,9 +198,51 @@ _WRITES = (
 )  # fmt: skip
 
 
-def _write_function_sql() -> tuple[str, str]:
-    """(its name, its CREATE statement). The name is a hash of the body: a connection that
-    somehow kept an older body never runs it for a newer release."""
+GENERIC_PLANS = "SET plan_cache_mode TO force_generic_plan"
+"""The functions' statements keep one plan per connection. Each one's plan is fixed by its
+shape (index probes per unnested key, test_plans checks the generic plans too), but left to
+choose, PostgreSQL plans the read afresh on every call (0.4 ms here, three times its run): the
+generic plan's estimates (100 rows per array of unknown length, and the workflows x keys arm
+their product) look dearer than any custom plan for a batch's few keys."""
+
+
+def _function_sql(stem: str, arguments: Sequence[str], returns: str, body: str) -> tuple[str, str]:
+    """(its name, its CREATE statement). The name is a hash of the definition: a connection
+    that somehow kept an older definition never runs it for a newer release."""
+    definition = (
+        f"({', '.join(arguments)}) RETURNS {returns} LANGUAGE plpgsql {GENERIC_PLANS}"
+        f" AS $body${body}$body$"
+    )
+    digest = hashlib.sha256(definition.encode()).hexdigest()[:12]
+    name = f"pg_temp.{stem}_{digest}"
+    return name, f"CREATE OR REPLACE FUNCTION {name}{definition}"
+
+
+def _call(name: str, arguments: int, *, rows: bool = False) -> str:
+    placeholders = ", ".join(f"${n}" for n in range(1, arguments + 1))
+    return f"SELECT * FROM {name}({placeholders})" if rows else f"SELECT {name}({placeholders})"
+
+
+_READ_TYPES = ("uuid[]", "text[]", "text[]", "uuid[]")
+# The output columns share the names of the table's: the query's own references win.
+_READ_FUNCTION, _CREATE_READ_FUNCTION = _function_sql(
+    "sagaline_read",
+    _READ_TYPES,
+    "TABLE(seen boolean, id uuid, workflow varchar, business_key varchar, state varchar,"
+    " data jsonb, runtime jsonb, version integer, updated_at timestamptz,"
+    " finished_at timestamptz, definition_version integer)",
+    f"""
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY {_LOAD.strip()};
+END
+""",
+)
+_READ_CALL = _call(_READ_FUNCTION, len(_READ_TYPES), rows=True)
+
+
+def _write_function_sql() -> tuple[str, str, int]:
+    """(its name, its CREATE statement, its number of arguments)."""
     arguments: list[str] = []
     blocks: list[str] = []
     for write in _WRITES:
@@ -232,13 +275,7 @@ BEGIN{"".join(blocks)}
     END IF;
 END
 """
-    digest = hashlib.sha256(body.encode()).hexdigest()[:12]
-    name = f"pg_temp.sagaline_write_{digest}"
-    create = (
-        f"CREATE OR REPLACE FUNCTION {name}({', '.join(arguments)}) RETURNS void"
-        f" LANGUAGE plpgsql AS $body${body}$body$"
-    )
-    return name, create
+    return *_function_sql("sagaline_write", arguments, "void", body), len(arguments)
 
 
 def _shift_parameters(statement: str, offset: int) -> str:
@@ -246,20 +283,16 @@ def _shift_parameters(statement: str, offset: int) -> str:
     return re.sub(r"\$(\d+)", lambda found: f"${int(found[1]) + offset}", statement)
 
 
-_WRITE_FUNCTION, _CREATE_WRITE_FUNCTION = _write_function_sql()
-_WRITE_CALL = (
-    f"SELECT {_WRITE_FUNCTION}("
-    + ", ".join(f"${n}" for n in range(1, sum(len(w.types) for w in _WRITES) + 2))
-    + ")"
-)
+_WRITE_FUNCTION, _CREATE_WRITE_FUNCTION, _WRITE_ARGUMENTS = _write_function_sql()
+_WRITE_CALL = _call(_WRITE_FUNCTION, _WRITE_ARGUMENTS)
 _prepared: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
-    """Create the write function on this connection, once; call it outside a transaction (a
-    rollback would drop the function while this process thinks it exists)."""
+    """Create the read and write functions on this connection, once; call it outside a
+    transaction (a rollback would drop them while this process thinks they exist)."""
     if conn not in _prepared:
-        await conn.execute(_CREATE_WRITE_FUNCTION)
+        await conn.execute(f"{_CREATE_READ_FUNCTION}; {_CREATE_WRITE_FUNCTION}")
         _prepared.add(conn)
 
 
@@ -283,7 +316,7 @@ async def read(
     events claim) they act on; `start_keys` per incoming."""
     keys = {key for key in start_keys if key is not None}
     rows = await conn.fetch(
-        _LOAD,
+        _READ_CALL,
         list({i.saga_id for i in incomings}),
         sorted({k for _, k in keys}),  # distinct: each key is one probe per workflow
         sorted({w for w, _ in keys}),

@@ -141,7 +141,7 @@ def orchestrator_statements() -> list[Statement]:
         for name, value in vars(module).items()
         if isinstance(value, str)
         and value.lstrip().split(" ", 1)[0] in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
-        and name != "_WRITE_CALL"  # calls the function made of the statements checked here
+        and name not in ("_READ_CALL", "_WRITE_CALL")  # the functions of the statements here
     }
     assert set(found) == set(params), "give every hot-path SQL constant its parameters here"
     return [(name, found[name], params[name]) for name in sorted(found)]
@@ -298,4 +298,39 @@ async def test_hot_path_statements_use_indexes_on_tables_never_analyzed(
             assert len(statements) > 30  # the capture saw the workers' statements
         finally:
             await engine.dispose()
+            await conn.close()
+
+
+async def test_the_batch_functions_keep_generic_plans_and_the_read_returns_its_statements_rows(
+    settings: Settings,
+) -> None:
+    """Left to choose, PostgreSQL plans the batch read afresh on every call (sql.GENERIC_PLANS);
+    wrapped in a function that keeps one plan, it must still return exactly what it wraps."""
+    async with own_database(settings) as own:
+        conn = await asyncpg.connect(own.database_url)
+        try:
+            await sql.prepare(conn)
+            functions = await conn.fetch(
+                "SELECT proname, proconfig FROM pg_proc"
+                " WHERE pronamespace = pg_my_temp_schema() ORDER BY proname"
+            )
+            assert [(f["proname"].rsplit("_", 1)[0], f["proconfig"]) for f in functions] == [
+                ("sagaline_read", ["plan_cache_mode=force_generic_plan"]),
+                ("sagaline_write", ["plan_cache_mode=force_generic_plan"]),
+            ]
+            for load in LOAD[:2]:  # sagas, and messages in the inbox
+                await conn.execute(load, 40)
+            # Each arm: sagas by id (one unknown), by business key, messages seen (one not).
+            values = [
+                [md5_uuid("saga1"), md5_uuid("saga2"), uuid.uuid4()],
+                ["order-3", "order-4", "order-404"],
+                ["order", "enrollment"],
+                [md5_uuid("in5"), uuid.uuid4()],
+            ]
+            wrapped = await conn.fetch(sql._READ_CALL, *values)
+            plain = await conn.fetch(sql._LOAD, *values)
+            assert sorted(map(tuple, wrapped)) == sorted(map(tuple, plain))
+            assert [tuple(r.keys()) for r in wrapped[:1]] == [tuple(plain[0].keys())]
+            assert len(wrapped) == 5  # two by id, two by key, one seen message
+        finally:
             await conn.close()
