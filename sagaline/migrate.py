@@ -109,7 +109,7 @@ async def schema_problem(settings: Settings) -> str | None:
 
 async def may_create_temporary(settings: Settings) -> tuple[bool, str, str]:
     """(allowed, role, database): whether this process's role may create temporary objects
-    (the saga store's write function lives in its session's temporary schema). Raises
+    (the saga store's read and write functions live in its session's temporary schema). Raises
     OSError or asyncpg.PostgresError when the database does not answer."""
     conn = await asyncpg.connect(_dsn(settings), **db_connect_args(settings))
     try:
