@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from sagaline.messaging.publish import amqp_message
 from sagaline_tools.bench import amqp, cpu
 from sagaline_tools.bench.config import BenchConfig
 from sagaline_tools.bench.env import RELAY_QUEUES, BenchEnv
+from sagaline_tools.bench.loop import HOP_HEADER, copy_until
 from sagaline_tools.bench.progress import Step
-from sagaline_tools.bench.relay import RelayStats, Route, Timings, enqueue, run_relay
+from sagaline_tools.bench.relay import RelayStats, Timings, enqueue, run_relay
 from sagaline_tools.bench.stats import median_round
 
 BODY_BYTES = 200
@@ -46,7 +47,8 @@ def relay_body(seq: int, size: int = BODY_BYTES) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def relay_messages(count: int) -> Iterator[aio_pika.Message]:
+def relay_messages(count: int, *, looped: bool = False) -> Iterator[aio_pika.Message]:
+    """`count` messages; `looped`: each marked as the first hop of its loop (loop.py)."""
     for seq in range(count):
         body = relay_body(seq)
         yield amqp_message(
@@ -54,6 +56,7 @@ def relay_messages(count: int) -> Iterator[aio_pika.Message]:
             message_id=json.loads(body)["message_id"],
             correlation_id=str(uuid.uuid4()),
             message_type=MESSAGE_TYPE,
+            headers={HOP_HEADER: 1} if looped else None,
         )
 
 
@@ -166,23 +169,6 @@ def _args(env: BenchEnv, config: BenchConfig, hop: tuple[str, str], count: int) 
 # --- the relay process ----------------------------------------------------------------------
 
 
-def copy_to(target: aio_pika.abc.AbstractExchange, key: str) -> Callable[..., Route]:
-    def mapper(message: AbstractIncomingMessage) -> Route:
-        copy = aio_pika.Message(
-            body=message.body,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            headers=dict(message.headers or {}),
-            app_id=message.app_id,
-        )
-        return target, key, copy
-
-    return mapper
-
-
 async def relay_main(args: argparse.Namespace) -> dict[str, Any]:
     connection = await aio_pika.connect(args.amqp_url)
     try:
@@ -197,7 +183,7 @@ async def relay_main(args: argparse.Namespace) -> dict[str, Any]:
             _report({"ready": True})  # the latency run paces its load from here
         stats = await run_relay(
             inbox,
-            copy_to(publish.default_exchange, args.target),
+            copy_until(publish.default_exchange, args.target, args.hops),
             batch=args.batch,
             max_wait=args.max_wait_ms / 1000,
             stats=RelayStats(),
@@ -231,6 +217,9 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--prefetch", type=int, default=128)
     parser.add_argument("--timed", action="store_true", help="record each message's stages")
+    parser.add_argument(
+        "--hops", type=int, default=0, help="take a loop's HOPS-th arrival without a copy (loop.py)"
+    )
     parser.add_argument("--stages-out", default="", help="file for the stages (with --timed)")
     args = parser.parse_args()
     import uvloop

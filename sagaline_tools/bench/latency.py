@@ -3,13 +3,16 @@
 Both are timed in their own process on the monotonic clock, from a delivery's arrival to the
 broker's confirm of what it caused:
 
-- the bare relay (baseline.py with --timed) is offered the orchestrator's event rate (the
-  transitions/s below) of 200-byte messages, relays them A -> B in batches (64 / 5 ms) and
-  notes, per message, its wait for the batch and the publish up to the confirm of its copy.
-  A consumer drains B as the stub worker drains the command queues (stub_worker --drain), so
-  the broker does the same work per message in both runs: every message published twice,
-  delivered twice and acked twice. (A quorum queue with a consumer confirms later than one
-  without: its deliveries and acks are log entries too.)
+- the bare relay (baseline.py with --timed) takes the orchestrator's event rate (the
+  transitions/s below) of 200-byte messages in the orchestrator run's loop (loop.py): a
+  quarter of them fresh from the paced publisher, three quarters echoed back from B by a
+  stub (stub_worker --echo) in the bursts it answers a batch with; it relays A -> B in
+  batches (64 / 5 ms), takes a loop's fourth arrival without a copy (the order's last event
+  causes no command), and notes, per copied message, its wait for the batch and the publish
+  up to the confirm of its copy. The broker carries the same traffic in both runs: per
+  arrival at the hop, the same publishes, deliveries and acks, in the same bursts. (Offered
+  all at the paced rate instead, the relay's arrivals were evenly spaced while three in four
+  of the orchestrator's came in bursts: the two hops were not measured under the same load.)
 - the orchestrator, with the stub worker answering, is offered orders at a steady rate so
   that it makes a fixed fraction (half by default) of the transitions/s the orchestrator
   section measured; with SAGALINE_STAGE_LOG set it writes each batch's stage times
@@ -112,8 +115,10 @@ def _watching(step: Step, *children: Child) -> Callable[[int], None]:
 async def relay_latency(
     env: BenchEnv, config: BenchConfig, step: Step, rate: float
 ) -> dict[str, Any]:
-    """The bare relay's per-message latency at `rate` messages/s."""
-    count = max(1, round(rate * config.sizes.latency_seconds))
+    """The bare relay's per-message latency at `rate` arrivals/s, in the loop of loop.py."""
+    fresh_rate = rate / STEPS_PER_ORDER
+    fresh = max(1, round(fresh_rate * config.sizes.latency_seconds))
+    count = fresh * STEPS_PER_ORDER  # arrivals at the relay, the last of each loop not copied
     source, target = RELAY_QUEUES[0], RELAY_QUEUES[1]
     connection = await amqp.connect(env.settings.amqp_url)
     try:
@@ -125,7 +130,7 @@ async def relay_latency(
         for name in (a, b):
             await (await channel.get_queue(name)).purge()
         stages_path = env.log_dir / f"relay-stages-{uuid.uuid4().hex[:6]}.json"
-        drain = await start_stub(env, config, drain=b)
+        echo = await start_stub(env, config, echo=(b, a))
         relay = env.start_helper(
             "relay-timed",
             "sagaline_tools.bench.baseline",
@@ -138,31 +143,33 @@ async def relay_latency(
                 "--max-wait-ms", str(config.relay_max_wait_ms),
                 "--prefetch", str(config.relay_prefetch),
                 "--timed",
+                "--hops", str(STEPS_PER_ORDER),
                 "--stages-out", str(stages_path),
             ],
         )  # fmt: skip
         try:
             await relay.read_json_line(within=60)
-            step.phase(f"bare relay at {rate:,.0f} msgs/s", count)
-            pids = {"relay": relay.pid or 0, "drain": drain.pid or 0}
+            step.phase(f"bare relay at {rate:,.0f} msgs/s", fresh)
+            pids = {"relay": relay.pid or 0, "echo": echo.pid or 0}
             cpu_before = cpu.snapshot(pids, env.servers)
             offered = await amqp.publish_paced(
                 channel.default_exchange,
-                ((a, m) for m in relay_messages(count)),
-                rate,
-                progress=_watching(step, relay, drain),
+                ((a, m) for m in relay_messages(fresh, looped=True)),
+                fresh_rate,
+                progress=_watching(step, relay, echo),
             )
             usage = cpu.usage(cpu_before, cpu.snapshot(pids, env.servers), offered)
             await relay.read_json_line(within=60 + count / 100)  # the stages file is written
         finally:
-            await env.stop(relay, drain)
+            await env.stop(relay, echo)
         await (await channel.get_queue(b)).purge()
     finally:
         await connection.close()
     stages: list[dict[str, float]] = json.loads(stages_path.read_text())
     return {
         "offered_msgs_per_s": rate,
-        "messages": count,
+        "loop": f"1 in {STEPS_PER_ORDER} arrivals paced, the rest echoed; the last not copied",
+        "messages": len(stages),
         "seconds": offered,
         "cpu_cores": usage,
         **summarize(stages),

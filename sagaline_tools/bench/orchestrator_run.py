@@ -25,11 +25,13 @@ from sagaline_tools.bench.stats import median_round, span_rate, window_rate
 from sagaline_tools.bench.watch import Metered, cheap_then_exact, sample_until
 
 
-async def start_stub(env: BenchEnv, config: BenchConfig, drain: str | None = None) -> Child:
-    """The stub worker answering the order commands; with `drain`, a consumer that only acks
-    that queue's messages (the bare relay's output, in the latency section)."""
+async def start_stub(
+    env: BenchEnv, config: BenchConfig, echo: tuple[str, str] | None = None
+) -> Child:
+    """The stub worker answering the order commands; with `echo` (queue, answer queue), the
+    bare relay's worker in the latency section's loop (loop.py)."""
     stub = env.start_helper(
-        "relay-drain" if drain else "stub-worker",
+        "relay-echo" if echo else "stub-worker",
         "sagaline_tools.bench.stub_worker",
         [
             "--amqp-url", env.settings.amqp_url,
@@ -37,7 +39,7 @@ async def start_stub(env: BenchEnv, config: BenchConfig, drain: str | None = Non
             "--batch", str(config.relay_batch),
             "--max-wait-ms", str(config.relay_max_wait_ms),
             "--prefetch", str(config.relay_prefetch),
-            *(["--drain", drain] if drain else []),
+            *(["--echo", echo[0], "--echo-to", echo[1]] if echo else []),
         ],
     )  # fmt: skip
     await stub.read_json_line(within=60)

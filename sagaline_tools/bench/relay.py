@@ -71,11 +71,17 @@ class Timings:
     arrived: dict[int, float] = field(default_factory=dict)
     stages: list[dict[str, float]] = field(default_factory=list)
 
-    def record(self, items: Sequence[AbstractIncomingMessage], taken: float) -> None:
+    def record(
+        self, items: Sequence[AbstractIncomingMessage], taken: float, relayed: Sequence[bool]
+    ) -> None:
+        """Stages of the items that were relayed (`relayed` per item); the others are only
+        forgotten, as the orchestrator's events that caused no command are not timed."""
         confirmed = time.monotonic()
-        for item in items:
+        for item, copied in zip(items, relayed, strict=True):
             at = self.arrived.pop(id(item), taken)
-            self.stages.append({"wait": (taken - at) * 1000, "confirm": (confirmed - taken) * 1000})
+            if copied:
+                wait, confirm = (taken - at) * 1000, (confirmed - taken) * 1000
+                self.stages.append({"wait": wait, "confirm": confirm})
 
 
 async def next_batch(
@@ -125,11 +131,12 @@ async def run_relay(
         taken = time.monotonic()
         if stats.first_at is None:
             stats.first_at = taken
-        routes = [route for route in map(mapper, items) if route is not None]
+        mapped = [mapper(item) for item in items]
+        routes = [route for route in mapped if route is not None]
         stats.skipped += len(items) - len(routes)
         await publish_all(routes)
         if timings is not None:
-            timings.record(items, taken)
+            timings.record(items, taken, [route is not None for route in mapped])
         await items[-1].ack(multiple=True)
         stats.relayed += len(items)
         stats.batches += 1

@@ -268,8 +268,9 @@ def _relay_latency(lat: Mapping[str, Any]) -> Figure:
         "ms",
         goal="reference",
         note=_join(
-            f"{relay['messages']:,} msgs at {relay['offered_msgs_per_s']:,.0f}/s; "
-            f"p50 {relay['p50_ms']:.1f}, p95 {relay['p95_ms']:.1f} ms",
+            f"{relay['messages']:,} msgs copied at {relay['offered_msgs_per_s']:,.0f}"
+            f" arrivals/s; p50 {relay['p50_ms']:.1f}, p95 {relay['p95_ms']:.1f} ms",
+            f"loop: {relay['loop']}" if relay.get("loop") else "",
             "stages p50: " + stage_text(relay["stages_p50_ms"]),
             "slowest 1%: " + stage_text(relay["stages_tail_ms"]),
             _cores(relay),

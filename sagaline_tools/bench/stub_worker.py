@@ -8,9 +8,10 @@ whose causation id is the command's message id, with the reply's deterministic m
 to `<ns>.events` with the reply type as routing key. No database, no validation: cheap on
 purpose, and checked against the contracts by unit tests instead.
 
-With `--drain QUEUE` it only takes QUEUE's messages and acks them in the same batches, replying
-to none: the consumer of the bare relay's output in the latency section, so that the broker
-delivers and settles every relayed message there as it does the orchestrator's commands here.
+With `--echo QUEUE --echo-to QUEUE` it answers each message of the first queue with a copy one
+hop further on to the second, in the same batches: the bare relay's worker in the latency
+section's loop (loop.py), so that the broker carries the same traffic, in the same bursts, as
+around the orchestrator.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from contracts import order
 from sagaline.messaging.publish import amqp_message
+from sagaline_tools.bench.loop import echo_to
 from sagaline_tools.bench.relay import RelayStats, Route, enqueue, run_relay
 
 STUB_QUEUES = ("payments", "inventory", "shipping")
@@ -129,7 +131,7 @@ async def stub_main(args: argparse.Namespace) -> dict[str, Any]:
         publish = await connection.channel(publisher_confirms=True)
         events = await publish.get_exchange(f"{args.namespace}.events", ensure=False)
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        names = args.drain or [f"{args.namespace}.{name}" for name in STUB_QUEUES]
+        names = [args.echo] if args.echo else [f"{args.namespace}.{n}" for n in STUB_QUEUES]
         for name in names:
             queue = await consume.declare_queue(name, passive=True)
             await queue.consume(enqueue(inbox))
@@ -138,7 +140,11 @@ async def stub_main(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(asyncio.CancelledError):
             await run_relay(
                 inbox,
-                (lambda _: None) if args.drain else reply_mapper(events),
+                (
+                    echo_to(publish.default_exchange, args.echo_to)
+                    if args.echo
+                    else reply_mapper(events)
+                ),
                 batch=args.batch,
                 max_wait=args.max_wait_ms / 1000,
                 stats=stats,
@@ -156,10 +162,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--prefetch", type=int, default=128)
-    parser.add_argument(
-        "--drain", action="append", metavar="QUEUE", help="ack this queue's messages, no replies"
-    )
+    parser.add_argument("--echo", metavar="QUEUE", help="answer this queue's messages (loop.py)")
+    parser.add_argument("--echo-to", metavar="QUEUE", help="where --echo sends its answers")
     args = parser.parse_args()
+    if bool(args.echo) != bool(args.echo_to):
+        parser.error("--echo and --echo-to go together")
     import uvloop
 
     result = uvloop.run(stub_main(args))
