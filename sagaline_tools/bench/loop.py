@@ -28,8 +28,11 @@ def hop_of(message: AbstractIncomingMessage) -> int:
     return value if isinstance(value, int) else 1
 
 
-def forwarded(message: AbstractIncomingMessage, hop: int) -> aio_pika.Message:
-    """A persistent copy of `message` carrying `hop`."""
+def forwarded(message: AbstractIncomingMessage, hop: int | None) -> aio_pika.Message:
+    """A persistent copy of `message`, carrying `hop` unless it is None (no loop)."""
+    headers = dict(message.headers or {})
+    if hop is not None:
+        headers[HOP_HEADER] = hop
     return aio_pika.Message(
         body=message.body,
         content_type=message.content_type,
@@ -37,17 +40,24 @@ def forwarded(message: AbstractIncomingMessage, hop: int) -> aio_pika.Message:
         message_id=message.message_id,
         correlation_id=message.correlation_id,
         type=message.type,
-        headers={**(message.headers or {}), HOP_HEADER: hop},
+        headers=headers,
         app_id=message.app_id,
     )
 
 
 def copy_until(target: AbstractExchange, key: str, hops: int) -> Mapper:
-    """The relay's mapper: a copy of every arrival before the `hops`-th (0: of every one)."""
+    """The relay's mapper: a copy of every arrival before the `hops`-th (0: of every one,
+    as it arrived: the throughput baseline reads no hop and adds none)."""
+
+    def plain(message: AbstractIncomingMessage) -> Route:
+        return target, key, forwarded(message, None)
+
+    if not hops:
+        return plain
 
     def mapper(message: AbstractIncomingMessage) -> Route | None:
         hop = hop_of(message)
-        if hops and hop >= hops:
+        if hop >= hops:
             return None
         return target, key, forwarded(message, hop)
 
