@@ -63,7 +63,9 @@ def test_a_fresh_message_arrives_four_times_and_is_copied_three_times() -> None:
         assert copy.body == fresh.body and copy.message_id == fresh.message_id
         assert copy.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         copies.append(copy.headers[HOP_HEADER])
-        _, back_to, answer = echo(arriving(copy))
+        answered = echo(arriving(copy))
+        assert answered is not None  # the echo answers every copy
+        _, back_to, answer = answered
         assert back_to == "A"
         message = arriving(answer)
     assert arrivals == [1, 2, 3, 4]

@@ -35,7 +35,7 @@ COMMANDS = [
     order.CreateShipment(order_id="o-1", ship_to=ADDRESS, lines=LINES),
     order.CancelShipment(order_id="o-1"),
 ]
-SUCCESS = {
+SUCCESS: dict[str, type[ReplyEvent]] = {
     "ProcessPayment": order.PaymentProcessed,
     "RefundPayment": order.PaymentRefunded,
     "ReserveInventory": order.InventoryReserved,
@@ -106,12 +106,17 @@ def test_bench_orders_are_valid_and_stock_covers_them() -> None:
     assert all(stock[sku] >= n for sku, n in needed.items())
 
 
+async def taken(inbox: asyncio.Queue[Any], batch: int, max_wait: float) -> list[Any]:
+    """`next_batch` over stand-in items (ints, strings) instead of deliveries."""
+    return list(await next_batch(inbox, batch, max_wait))
+
+
 async def test_next_batch_takes_what_is_waiting_up_to_the_batch_size() -> None:
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     for i in range(100):
         inbox.put_nowait(i)
-    assert await next_batch(inbox, 64, 0.005) == list(range(64))
-    assert await next_batch(inbox, 64, 0.005) == list(range(64, 100))
+    assert await taken(inbox, 64, 0.005) == list(range(64))
+    assert await taken(inbox, 64, 0.005) == list(range(64, 100))
 
 
 async def test_next_batch_waits_at_most_max_wait_after_the_first() -> None:
@@ -121,6 +126,6 @@ async def test_next_batch_waits_at_most_max_wait_after_the_first() -> None:
     loop.call_later(0.003, inbox.put_nowait, "second")
     loop.call_later(0.5, inbox.put_nowait, "late")
     started = loop.time()
-    assert await next_batch(inbox, 64, 0.02) == ["first", "second"]
+    assert await taken(inbox, 64, 0.02) == ["first", "second"]
     assert loop.time() - started < 0.4
-    assert await next_batch(inbox, 64, 0.0) == ["late"]
+    assert await taken(inbox, 64, 0.0) == ["late"]

@@ -31,6 +31,7 @@ from sagaline.messaging.parking import DlqError, ParkedMessage, QueueSummary, Se
 from sagaline_tools.cli import app
 from sagaline_tools.cli import dlq as dlq_cli
 from sagaline_tools.cli import saga as saga_cli
+from sagaline_tools.cli.output import CliError
 from tests.unit.test_cli import DEAD_AMQP, DEAD_DB, assert_one_line_error
 
 SAGA_ID = uuid.UUID("6f1c9c52-5d0e-4a55-9d43-2f1f7b0b3a10")
@@ -103,7 +104,7 @@ def test_argument_errors_are_one_line_with_exit_2(
 
 
 def test_no_user_and_no_by_is_refused(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(saga_cli.getpass, "getuser", lambda: "")
+    monkeypatch.setattr("getpass.getuser", lambda: "")
     result = runner.invoke(
         app,
         ["saga", "abort", "x", "--reason", "r"],
@@ -391,7 +392,7 @@ def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
         try:
             yield fake
         except SagaNotFound as exc:
-            raise saga_cli.CliError(str(exc)) from None
+            raise CliError(str(exc)) from None
 
     monkeypatch.setattr(saga_cli, "open_admin", open_admin)
     return fake

@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from jsonschema import Draft7Validator
@@ -169,8 +169,9 @@ def test_replies_answer_exactly_one_command_and_the_workflows_wait_for_them(
     consumed = {e for m in WORKFLOWS.values() for e in m.consumed_events}
     assert {r.message_type for r in answered} <= consumed
     for machine in WORKFLOWS.values():
-        for command, confirmation in machine.compensations.items():
-            assert confirmation in [r.message_type for r in REPLIES[MESSAGE_TYPES[command]]]
+        for undo, confirmation in machine.compensations.items():
+            undo_class = cast(type[Command], MESSAGE_TYPES[undo])
+            assert confirmation in [r.message_type for r in REPLIES[undo_class]]
     for command, replies in REPLIES.items():
         operation = document["operations"][f"send{command.message_type}"]
         assert operation["x-sagaline-replies"] == [

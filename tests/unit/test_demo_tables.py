@@ -25,9 +25,9 @@ from sagaline_tools.demos import documents, enrollment
 
 
 def text(renderable: RenderableType) -> str:
-    console = Console(file=io.StringIO(), width=200, color_system=None)
-    console.print(renderable)
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, color_system=None).print(renderable)
+    return buffer.getvalue()
 
 
 def row_of(rendered: str, label: str) -> list[str]:

@@ -53,12 +53,12 @@ def test_one_warning_then_one_info_with_the_outage_length(
         ("INFO", "broker connection restored after 12.3s"),
     ]
     warning, info = [r for r in caplog.records if r.name == "sagaline.link"]
-    assert (warning.consumer, warning.link, warning.error) == (  # type: ignore[attr-defined]
+    assert (warning.consumer, warning.link, warning.error) == (
         "payments",
         "sagaline",
         "ConnectionResetError",
     )
-    assert info.outage_seconds == 12.3  # type: ignore[attr-defined]
+    assert info.outage_seconds == 12.3
 
 
 def test_one_outage_of_several_connections_is_reported_once(

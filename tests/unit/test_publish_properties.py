@@ -23,7 +23,14 @@ def test_direct_properties_equal_the_messages(
 ) -> None:
     ids = {"message_id": "m-1", "correlation_id": "c-1", "message_type": "ChargePayment"}
     direct = amqp_properties(**ids, headers=headers, user_id=user_id)
-    via_message = amqp_message(b"{}", **ids, headers=headers, user_id=user_id).properties
+    via_message = amqp_message(
+        b"{}",
+        message_id=ids["message_id"],
+        correlation_id=ids["correlation_id"],
+        message_type=ids["message_type"],
+        headers=headers,
+        user_id=user_id,
+    ).properties
     assert direct == via_message
     assert dict(direct) == dict(via_message)  # every field, not only those __eq__ compares
     assert direct.headers is not None

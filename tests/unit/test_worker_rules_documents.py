@@ -49,7 +49,7 @@ TIERS = (
 
 
 def meta(object_type: str = "schema", **flags: bool) -> DocumentMetadata:
-    return DocumentMetadata(object_type=object_type, **flags)
+    return DocumentMetadata.model_validate({"object_type": object_type, **flags})
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_no_base_tier_means_no_tier() -> None:
     ],
 )
 def test_sensitive_content(flags: dict[str, bool], sensitive: bool) -> None:
-    assert rules.is_sensitive(meta(**flags)) is sensitive
+    assert rules.is_sensitive(meta("schema", **flags)) is sensitive
 
 
 @pytest.mark.parametrize(
