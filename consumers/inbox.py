@@ -93,12 +93,14 @@ def _claim_many(inbox: Table) -> TextClause:
 
 
 @functools.cache
-def _store_many(inbox: Table) -> TextClause:
+def _store_one(inbox: Table) -> TextClause:
+    """Run once per reply (asyncpg sends them in one round trip): an UPDATE ... FROM unnest
+    join's generic plan, made while the inbox was still small, stays a sequential scan of it
+    for the connection's life; a row by its primary key is an index probe whatever the
+    planner knows (tests/integration/test_plans.py)."""
     return text(
-        f"UPDATE {inbox.schema}.{inbox.name} AS i SET reply_type = v.reply_type, "
-        "reply_body = v.reply_body FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]), "
-        "CAST(:bodies AS bytea[])) AS v(message_id, reply_type, reply_body) "
-        "WHERE i.message_id = v.message_id"
+        f"UPDATE {inbox.schema}.{inbox.name} SET reply_type = :reply_type, "
+        "reply_body = :reply_body WHERE message_id = :message_id"
     )
 
 
@@ -134,12 +136,10 @@ async def store_replies(
 ) -> None:
     if not replies:
         return
-    ids = list(replies)
     await conn.execute(
-        _store_many(inbox),
-        {
-            "ids": ids,
-            "types": [replies[i].header.type for i in ids],
-            "bodies": [replies[i].body for i in ids],
-        },
+        _store_one(inbox),
+        [
+            {"message_id": message_id, "reply_type": reply.header.type, "reply_body": reply.body}
+            for message_id, reply in replies.items()
+        ],
     )

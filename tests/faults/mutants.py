@@ -47,8 +47,15 @@ MUTANTS = (
     Mutant(
         "saga-compare-and-set",
         "orchestrator/store/sql.py",
-        'WHERE i.id = v.id AND i.version = v.expected\n"""\n\n_HOLD',
-        'WHERE i.id = v.id\n"""\n\n_HOLD',
+        'WHERE id = $1 AND version = $2\n"""\n\n_HOLD',
+        'WHERE id = $1\n"""\n\n_HOLD',
+        "test_replicas.py",
+    ),
+    Mutant(
+        "saga-update-checks-its-row",
+        "orchestrator/store/sql.py",
+        "            IF NOT FOUND THEN",
+        "            IF false THEN",
         "test_replicas.py",
     ),
     Mutant(
@@ -89,8 +96,8 @@ MUTANTS = (
     Mutant(
         "timer-cancel",
         "orchestrator/store/sql.py",
-        "WHERE saga_id = c.saga_id AND name = c.name FOR UPDATE\n",
-        "WHERE false FOR UPDATE\n",
+        'DELETE FROM saga.timers WHERE saga_id = $1 AND name = $2\n"""\n\n# The timer loop',
+        'DELETE FROM saga.timers WHERE false\n"""\n\n# The timer loop',
         "test_timers.py",
     ),
     Mutant(
