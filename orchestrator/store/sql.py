@@ -236,6 +236,17 @@ END
 _READ_CALL = _call(_READ_FUNCTION, len(_READ_TYPES), rows=True)
 
 
+def _shortfall_check(expected: str) -> str:
+    """After a statement that must change `expected` rows: fewer is a concurrent step's doing."""
+    return f"""
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        IF changed <> {expected} THEN
+            RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+                MESSAGE = format('%s of %s rows changed under a concurrent step',
+                                 {expected} - changed, {expected});
+        END IF;"""
+
+
 def _write_function_sql() -> tuple[str, str, int]:
     """(its name, its CREATE statement, its number of arguments)."""
     arguments: list[str] = []
@@ -246,33 +257,15 @@ def _write_function_sql() -> tuple[str, str, int]:
         given = f"cardinality(${offset + 1})"
         if write.per_row:
             statement = _shift_parameters(write.statement.strip(), offset, element="[n]")
-            check = (
-                """
-            IF NOT FOUND THEN
-                RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
-                    MESSAGE = 'a row changed under a concurrent step';
-            END IF;"""
-                if write.all_rows
-                else ""
-            )
+            check = _shortfall_check("1") if write.all_rows else ""
             blocks.append(f"""
     FOR n IN 1 .. coalesce({given}, 0) LOOP
-            {statement};{check}
+        {statement};{check}
     END LOOP;""")
-            continue
-        statement = _shift_parameters(write.statement.strip(), offset)
-        check = (
-            f"""
-        GET DIAGNOSTICS changed = ROW_COUNT;
-        IF changed <> {given} THEN
-            RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
-                MESSAGE = format('%s of %s rows changed under a concurrent step',
-                                 {given} - changed, {given});
-        END IF;"""
-            if write.all_rows
-            else ""
-        )
-        blocks.append(f"""
+        else:
+            statement = _shift_parameters(write.statement.strip(), offset)
+            check = _shortfall_check(given) if write.all_rows else ""
+            blocks.append(f"""
     IF {given} > 0 THEN
         {statement};{check}
     END IF;""")
