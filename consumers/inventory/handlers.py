@@ -73,17 +73,6 @@ _NEW_RESERVATIONS = text(
     " SELECT * FROM unnest(CAST(:order_ids AS text[]), CAST(:skus AS text[]),"
     " CAST(:quantities AS int[]))"
 )
-# An UPDATE's target cannot be driven by a LATERAL subquery: its rows are found by one (already
-# locked by lock_stock; FOR UPDATE keeps each ctid current either way) and updated by ctid, a TID
-# scan, where a join with unnest was planned as a hash join over a sequential scan of all stock.
-_MOVE_MANY = text(
-    f"UPDATE {SCHEMA}.stock AS s SET on_hand = s.on_hand - m.delta,"
-    " reserved = s.reserved + m.delta"
-    " FROM unnest(CAST(:skus AS text[]), CAST(:deltas AS int[])) AS m(sku, delta)"
-    " WHERE s.sku = m.sku AND s.ctid = ANY(ARRAY("
-    " SELECT r.ctid FROM unnest(CAST(:skus AS text[])) AS k(sku) CROSS JOIN LATERAL"
-    f" (SELECT ctid FROM {SCHEMA}.stock WHERE sku = k.sku FOR UPDATE) AS r))"
-)
 
 
 async def order_status(conn: AsyncConnection, order_id: str) -> rules.OrderStatus | None:
@@ -98,6 +87,9 @@ async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
 
 
 async def _move(conn: AsyncConnection, deltas: Mapping[str, int]) -> None:
+    """One single-row UPDATE per sku, sent in one round trip (asyncpg's executemany)."""
+    if not deltas:
+        return
     await conn.execute(
         _MOVE, [{"b_sku": sku, "delta": delta} for sku, delta in sorted(deltas.items())]
     )
@@ -171,8 +163,10 @@ async def _write_reservations(
             "quantities": [line[2] for line in lines],
         },
     )
-    skus = sorted(moves)  # the rows are locked already; key order anyway
-    await conn.execute(_MOVE_MANY, {"skus": skus, "deltas": [moves[sku] for sku in skus]})
+    # One row by its key per sku, in one round trip: an UPDATE ... FROM unnest join (or by
+    # `ctid = ANY(...)`) kept the generic plan made while the stock table was empty, a
+    # sequential scan of all stock (tests/integration/test_plans.py).
+    await _move(conn, moves)
 
 
 async def release_inventory(

@@ -337,8 +337,17 @@ async def test_plans_made_while_the_tables_were_empty_still_probe_indexes_once_t
     planned on an empty table as a hash join over a sequential scan, cost 2.7 ms per batch at
     4,000 sagas and grew with every saga."""
     async with own_database(settings) as capture, own_database(settings) as own:
+        # The workers' statements, captured as the first test captures them (on loaded tables,
+        # so that every path runs, e.g. a reservation that finds its stock) in a database of
+        # their own: the empty one must stay empty until its plans are made.
+        loading = await asyncpg.connect(capture.database_url)
+        try:
+            for load in LOAD:
+                await loading.execute(load, ROWS)
+        finally:
+            await loading.close()
         engine = create_unpooled_engine(capture.sqlalchemy_url)
-        try:  # the workers' statements, captured in a database of their own: they add rows
+        try:
             statements = [*orchestrator_statements(), *await worker_statements(engine)]
         finally:
             await engine.dispose()
