@@ -367,7 +367,8 @@ def _snapshot(row: Mapping[str, Any]) -> SagaSnapshot:
 
 async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = True) -> None:
     """Apply the plan in one call; ConcurrencyConflict when any saga moved or any message was
-    recorded since the read. Outside a transaction the call commits; inside, the caller's does.
+    recorded since the read, or the call lost a deadlock to another batch. Outside a
+    transaction the call commits; inside, the caller's does.
 
     `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself)."""
     if not any((plan.inbox, plan.slots, plan.history, plan.outbox, plan.timers, plan.finished)):
@@ -388,7 +389,9 @@ async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = Tr
     ]
     try:
         await conn.execute(_WRITE_CALL, *arguments)
-    except asyncpg.SerializationError as exc:
+    except asyncpg.TransactionRollbackError as exc:
+        # A shortfall (serialization_failure), or two batches that took the same sagas' locks
+        # in opposite orders (deadlock_detected): either way nothing was kept, decide again.
         raise ConcurrencyConflict(str(exc)) from None
 
 
