@@ -263,6 +263,17 @@ async def never_analyzed(conn: asyncpg.Connection) -> list[str]:
     return [row["name"] for row in rows]
 
 
+async def autovacuum_off(conn: asyncpg.Connection) -> None:
+    """Where autovacuum runs, it must not analyze the tables either."""
+    tables = await conn.fetch(
+        "SELECT format('%I.%I', schemaname, relname) AS name FROM pg_stat_user_tables"
+        " WHERE schemaname = ANY($1::text[])",
+        list(SCHEMAS),
+    )
+    for table in tables:
+        await conn.execute(f"ALTER TABLE {table['name']} SET (autovacuum_enabled = off)")
+
+
 async def test_hot_path_statements_use_indexes_on_tables_never_analyzed(
     settings: Settings,
 ) -> None:
@@ -272,13 +283,7 @@ async def test_hot_path_statements_use_indexes_on_tables_never_analyzed(
         conn = await asyncpg.connect(own.database_url, statement_cache_size=0)
         engine = create_unpooled_engine(own.sqlalchemy_url)
         try:
-            tables = await conn.fetch(
-                "SELECT format('%I.%I', schemaname, relname) AS name FROM pg_stat_user_tables"
-                " WHERE schemaname = ANY($1::text[])",
-                list(SCHEMAS),
-            )
-            for table in tables:  # where autovacuum runs, it must not analyze them either
-                await conn.execute(f"ALTER TABLE {table['name']} SET (autovacuum_enabled = off)")
+            await autovacuum_off(conn)
             for load in LOAD:
                 await conn.execute(load, ROWS)
             assert await never_analyzed(conn) == []
@@ -353,22 +358,14 @@ async def test_plans_made_while_the_tables_were_empty_still_probe_indexes_once_t
             await engine.dispose()
         conn = await asyncpg.connect(own.database_url, statement_cache_size=0)
         try:
-            tables = await conn.fetch(
-                "SELECT format('%I.%I', schemaname, relname) AS name FROM pg_stat_user_tables"
-                " WHERE schemaname = ANY($1::text[])",
-                list(SCHEMAS),
-            )
-            for table in tables:
-                await conn.execute(f"ALTER TABLE {table['name']} SET (autovacuum_enabled = off)")
+            await autovacuum_off(conn)
             await conn.execute("SET plan_cache_mode = force_generic_plan")
             kept = [
-                (f"kept{n}", name, ", ".join("NULL" for _ in values))
+                (f"kept{n}", name, statement, ", ".join("NULL" for _ in values))
                 for n, (name, statement, values) in enumerate(statements)
                 if name not in PLANNED_PER_CALL
             ]
-            for (prepared, _, nulls), (_, statement, _) in zip(
-                kept, [s for s in statements if s[0] not in PLANNED_PER_CALL], strict=True
-            ):
+            for prepared, _, statement, nulls in kept:
                 await conn.execute(f"PREPARE {prepared} AS {statement}")
                 await conn.fetchval(f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {prepared}({nulls})")
             for load in LOAD:
@@ -376,7 +373,7 @@ async def test_plans_made_while_the_tables_were_empty_still_probe_indexes_once_t
             assert await never_analyzed(conn) == []
 
             failures = []
-            for prepared, name, nulls in kept:
+            for prepared, name, _, nulls in kept:
                 result = await conn.fetchval(
                     f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {prepared}({nulls})"
                 )
