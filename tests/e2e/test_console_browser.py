@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -54,8 +53,13 @@ if CHROMIUM is None or CHROMEDRIVER is None:
         allow_module_level=True,
     )
 
-SHOTS = Path(os.environ.get("SAGALINE_SCREENSHOTS") or tempfile.mkdtemp(prefix="sagaline-shots-"))
-SHOTS.mkdir(parents=True, exist_ok=True)
+
+def screenshots_folder(tmp_path: Path) -> Path:
+    """docs/screenshots/ when SAGALINE_SCREENSHOTS names it; otherwise the test's own temporary
+    folder, which pytest prunes (a run leaves neither the checkout nor /tmp growing)."""
+    folder = Path(os.environ.get("SAGALINE_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _free_port() -> int:
@@ -153,9 +157,10 @@ def chromium() -> Iterator[Any]:
 class Browser:
     """Selenium's blocking calls off the event loop (the orchestrator and workers run on it)."""
 
-    def __init__(self, driver: Any, url: str) -> None:
+    def __init__(self, driver: Any, url: str, shots: Path) -> None:
         self.driver = driver
         self.url = url
+        self.shots = shots
 
     async def do(self, work: Callable[[Any], Any]) -> Any:
         return await asyncio.to_thread(work, self.driver)
@@ -205,7 +210,7 @@ class Browser:
         return seen
 
     async def shot(self, name: str) -> None:
-        path = SHOTS / f"{name}.png"
+        path = self.shots / f"{name}.png"
         await self.do(lambda d: d.save_screenshot(str(path)))
         assert path.read_bytes().startswith(b"\x89PNG"), f"{path} is not a PNG"
 
@@ -231,7 +236,7 @@ async def test_operator_finds_a_stuck_saga_and_replays_its_payment_after_the_fix
         await wait_parked(settings, "payments", 1)
         port = _free_port()
         with console_process(settings, port, tmp_path / "console.log") as url, chromium() as d:
-            b = Browser(d, url)
+            b = Browser(d, url, screenshots_folder(tmp_path))
             # Log in; the overview shows the stuck saga and the parked payment.
             await b.open("/")
             assert "/login" in await b.do(lambda d: d.current_url)

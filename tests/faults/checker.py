@@ -640,6 +640,41 @@ async def queue_depth(connection: AbstractRobustConnection, name: str) -> int | 
     return (await queue_depths(connection, [name]))[name]
 
 
+async def wait_for_quiet_queues(
+    connection: AbstractRobustConnection,
+    topology: Topology,
+    within: float,
+    quiet_for: float = 1.0,
+) -> None:
+    """Wait until every work and retry queue has stayed empty for `quiet_for` seconds.
+
+    Sagas can reach their end state while duplicates of commands they already consumed are
+    still on their way back to a queue (a host whose link was cut handles its held batch again
+    and fails to ack it on the dead channel, and the broker requeues it). Stopping the
+    processes then leaves those duplicates in the queue, and the broker check reports them as
+    work left undone. On timeout this returns and lets that check report what is left."""
+    names = [
+        name
+        for consumer in CONSUMERS
+        for name in (
+            topology.work_queue(consumer),
+            *(topology.retry_queue(consumer, d) for d in topology.retry_delays_ms),
+        )
+    ]
+    deadline = time.monotonic() + within
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        depths = await queue_depths(connection, names)
+        now = time.monotonic()
+        if any(depths.values()):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= quiet_for:
+            return
+        await asyncio.sleep(0.2)
+
+
 async def queue_depths(
     connection: AbstractRobustConnection, names: Iterable[str]
 ) -> dict[str, int | None]:

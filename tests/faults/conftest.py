@@ -32,6 +32,7 @@ from tests.faults.checker import (
     declare_tap,
     tap_queue,
     wait_for_end,
+    wait_for_quiet_queues,
 )
 from tests.faults.harness import Harness
 from tests.faults.workload import Order, Shop, Workload
@@ -91,6 +92,8 @@ class Scenario:
         began = time.monotonic()
         await self.wait_for_end(within)
         self.harness.timings["end"] = time.monotonic() - began
+        await wait_for_quiet_queues(self.connection, self.settings.topology, within=30)
+        self.harness.timings["quiet"] = time.monotonic() - began
         await self.harness.stop_all()
         if conflicts is not None:
             self.report.conflicts = conflicts
