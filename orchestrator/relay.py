@@ -54,11 +54,24 @@ ORDER BY id LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
+# One probe of the unique message_id index per given id. `message_id = ANY(...) AND
+# published_at IS NULL` was left to the planner: a generic plan made on an empty outbox read the
+# partial index of unpublished rows whole and filtered it, so during a broker outage every
+# dispatch read the whole backlog (even with the unique index at hand: on an empty table the
+# two cost the same to the planner). Whether the row is still unpublished is checked outside
+# the locking subquery, behind an OFFSET 0 fence that keeps the planner from pushing the check
+# down into it, where it would lead to that partial index again.
 CLAIM_GIVEN = f"""
-SELECT {_COLUMNS} FROM saga.outbox
-WHERE message_id = ANY($1::uuid[]) AND published_at IS NULL AND NOT exchange = ANY($2::text[])
-ORDER BY id
-FOR UPDATE SKIP LOCKED
+SELECT {", ".join(f"claimed.{column.strip()}" for column in _COLUMNS.split(","))}
+FROM unnest($1::uuid[]) AS given(message_id)
+CROSS JOIN LATERAL (
+    SELECT {_COLUMNS}, published_at FROM saga.outbox
+    WHERE message_id = given.message_id AND NOT exchange = ANY($2::text[])
+    FOR UPDATE SKIP LOCKED
+    OFFSET 0
+) AS claimed
+WHERE claimed.published_at IS NULL
+ORDER BY claimed.id
 """
 
 MARK_SENT = "UPDATE saga.outbox SET published_at = $2 WHERE id = ANY($1::bigint[])"

@@ -314,12 +314,15 @@ PLANNED_PER_CALL = {"MARK_SENT"}
 """Sent as a simple query with its values written in (relay.mark_sent_and_commit): planned
 afresh on every call, never from a plan kept since the table was small."""
 
-PARTIAL_INDEXES = {"ix_outbox_unpublished"}
-"""Read whole by design: it holds only the unpublished rows, the relay's queue."""
+READS_ITS_QUEUE_WHOLE = {"CLAIM_NEXT": "ix_outbox_unpublished"}
+"""The relay loop's claim reads the partial index of unpublished rows (its queue) in order by
+design. Every other statement, the intake's dispatch claim included, must not: during a broker
+outage that index holds the whole backlog."""
 
 
-def whole_scans(plan: dict[str, Any]) -> list[str]:
-    """The plan's nodes that read a whole table, or a whole index with no condition on it."""
+def whole_scans(plan: dict[str, Any], allowed_index: str | None = None) -> list[str]:
+    """The plan's nodes that read a whole table, or a whole index with no condition on it
+    (other than `allowed_index`)."""
     found = []
     for node in plan_nodes(plan):
         if node["Node Type"] == "Seq Scan":
@@ -327,7 +330,7 @@ def whole_scans(plan: dict[str, Any]) -> list[str]:
         elif (
             node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
             and "Index Cond" not in node
-            and node["Index Name"] not in PARTIAL_INDEXES
+            and node["Index Name"] != allowed_index
         ):
             found.append(f"{node['Node Type']} of all of {node['Index Name']}")
     return found
@@ -378,7 +381,10 @@ async def test_plans_made_while_the_tables_were_empty_still_probe_indexes_once_t
                     f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {prepared}({nulls})"
                 )
                 document = json.loads(result) if isinstance(result, str) else result
-                failures += [f"{name}: {scan}" for scan in whole_scans(document[0]["Plan"])]
+                failures += [
+                    f"{name}: {scan}"
+                    for scan in whole_scans(document[0]["Plan"], READS_ITS_QUEUE_WHOLE.get(name))
+                ]
             assert not failures, "plans made on empty tables read whole tables:\n" + "\n".join(
                 failures
             )
