@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -124,7 +125,7 @@ async def run(
         await engine.dispose()
 
 
-async def scalar(engine: object, sql: str) -> object:
+async def scalar(engine: object, sql: str) -> Any:
     async with engine.connect() as conn:  # type: ignore[attr-defined]
         return await conn.scalar(text(sql))
 

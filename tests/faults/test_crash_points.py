@@ -126,6 +126,6 @@ async def no_timer_due(scenario: Scenario, orders: list[Order], finished: set[uu
                 ),
                 {"ids": list(finished)},
             )
-        return due == 0 and done == len(finished)
+        return bool(due == 0 and done == len(finished))
 
     await eventually(probe, within=30, what="every due timer to fire")

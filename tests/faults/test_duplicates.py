@@ -80,6 +80,6 @@ async def wait_inbox(scenario: Scenario, message_ids: list[object]) -> None:
                 text("SELECT count(*) FROM saga.inbox WHERE message_id = ANY(:ids)"),
                 {"ids": message_ids},
             )
-        return found == len(message_ids)
+        return bool(found == len(message_ids))
 
     await eventually(probe, within=30, what="the first copies to be processed")

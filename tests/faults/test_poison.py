@@ -50,7 +50,7 @@ class Poison:
 
 def _order_envelope(**changes: Any) -> dict[str, Any]:
     saga_id = uuid.uuid4()
-    envelope = json.loads(
+    envelope: dict[str, Any] = json.loads(
         new_envelope(
             o.OrderSubmitted(
                 order_id=f"poison-{saga_id.hex[:8]}",
@@ -85,7 +85,10 @@ def _encode(value: Any) -> bytes:
 
 
 def _command(payload: Command) -> dict[str, Any]:
-    return json.loads(new_envelope(payload, correlation_id=uuid.uuid4()).to_json())
+    envelope: dict[str, Any] = json.loads(
+        new_envelope(payload, correlation_id=uuid.uuid4()).to_json()
+    )
+    return envelope
 
 
 ORCH = "orchestrator"

@@ -10,6 +10,7 @@ cancellation was accepted by a saga, the saga ends cancelled.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import text
@@ -88,7 +89,7 @@ async def sagas_started(scenario: Scenario, orders: list[Order]) -> None:
                 text("SELECT count(*) FROM saga.instances WHERE id = ANY(:ids)"),
                 {"ids": [o.saga_id for o in orders]},
             )
-        return found == len(orders)
+        return bool(found == len(orders))
 
     await eventually(probe, within=30, what="every waiting saga to start")
 
@@ -104,7 +105,7 @@ async def accepted_one_cancellation_each(scenario: Scenario, orders: list[Order]
                 text("SELECT count(*) FROM saga.inbox WHERE message_id = ANY(:ids)"),
                 {"ids": cancels},
             )
-        return handled == len(cancels)
+        return bool(handled == len(cancels))
 
     await eventually(probe, within=30, what="every cancellation to be handled")
     async with scenario.engine.connect() as conn:
@@ -143,7 +144,7 @@ async def cancellations_respected(scenario: Scenario) -> None:
     )
 
 
-def _outcomes(rows: list[object]) -> dict[str, int]:
+def _outcomes(rows: Sequence[object]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in rows:
         outcome = str(getattr(row, "outcome", ""))

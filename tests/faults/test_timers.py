@@ -27,7 +27,7 @@ from consumers.inbox import reply_message_id
 from contracts import order as o
 from contracts.envelope import new_envelope
 from orchestrator.engine import EngineConfig, Incoming
-from orchestrator.store.saga_store import SagaStore
+from orchestrator.store.saga_store import Clock, SagaStore
 from orchestrator.workflows import WORKFLOWS
 from tests.faults.conftest import Scenario
 from tests.faults.harness import eventually
@@ -73,7 +73,7 @@ async def test_a_thousand_overdue_timers_fire_once_in_due_order(scenario: Scenar
                 ),
                 {"ids": ids},
             )
-        return left == 0
+        return bool(left == 0)
 
     await eventually(all_fired, within=120, what="every overdue timer to fire", interval=0.5)
     async with scenario.engine.connect() as conn:
@@ -105,6 +105,10 @@ async def test_a_thousand_overdue_timers_fire_once_in_due_order(scenario: Scenar
     assert inside == 0, f"{inside} timers fired before an earlier-due one inside one batch"
 
 
+def fixed_clock(at: datetime) -> Clock:
+    return lambda: at
+
+
 async def _start_sagas(
     scenario: Scenario, orders: list[Order], started: dict[uuid.UUID, datetime]
 ) -> set[uuid.UUID]:
@@ -125,7 +129,7 @@ async def _start_sagas(
         while not queue.empty():
             index, order = queue.get_nowait()
             at = started[order.saga_id]
-            store = SagaStore(scenario.engine, topology, config, WORKFLOWS, clock=lambda at=at: at)
+            store = SagaStore(scenario.engine, topology, config, WORKFLOWS, clock=fixed_clock(at))
             result = await store.handle(Incoming.from_envelope(order.submitted))
             assert result.decision is not None
             (command,) = result.decision.outgoing
@@ -135,7 +139,7 @@ async def _start_sagas(
                 topology,
                 patient,
                 WORKFLOWS,
-                clock=lambda at=at: at + timedelta(1e-3),
+                clock=fixed_clock(at + timedelta(1e-3)),
             )
             if order.case is DECLINED:
                 reply: Any = o.PaymentFailed(order_id=order.order_id, reason="card declined")
