@@ -336,11 +336,19 @@ def _rounds(lat: Mapping[str, Any]) -> str:
     return text
 
 
-def _scale(scale: Mapping[str, Any], empty_rate: float | None) -> Figure:
+def _scale(scale: Mapping[str, Any], section_rate: float | None) -> Figure:
+    """The seeded rate against the empty-table run measured right after it; runs from before
+    that reference existed are compared with the orchestrator section's rate."""
     rate = scale.get("transitions_per_s")
+    beside = scale.get("empty_beside") or {}
+    empty_rate = beside.get("transitions_per_s", section_rate)
     r = ratio(rate, empty_rate)
     at_size = scale["finished"] >= GOAL_FINISHED and scale["live"] >= GOAL_LIVE
     note = f"{scale['orders']:,} orders; database {scale.get('database_size', '?')}"
+    if beside:
+        note += f"; empty tables right after: {format_value(empty_rate)} transitions/s"
+        if section_rate is not None:
+            note += f" (orchestrator section: {format_value(section_rate)})"
     wal = scale.get("wal_per_transition") or {}
     if wal:
         note += f"; WAL {wal['wal_bytes'] / 1024:.1f} kB, {wal['wal_fpi']:.2f} FPI per transition"

@@ -28,8 +28,8 @@ def test_only_keeps_run_order_whatever_the_order_given() -> None:
     assert parse_only("timers, baseline") == ("baseline", "timers")
 
 
-def test_scale_brings_the_orchestrator_run_it_is_compared_with() -> None:
-    assert parse_only("scale") == ("orchestrator", "scale")
+def test_scale_runs_alone_it_measures_its_own_reference() -> None:
+    assert parse_only("scale") == ("scale",)
 
 
 def test_unknown_sections_are_named() -> None:

@@ -272,3 +272,19 @@ def test_measurements_on_a_busy_machine_are_flagged() -> None:
     value["baseline"]["two_hop_cpu_cores"] = {"other": 0.7}
     assert busy_sections(value) == {"orchestrator": 1.2, "baseline": 0.7}
     assert busy_sections(results()) == {}
+
+
+def test_the_seeded_rate_is_compared_with_the_empty_tables_measured_right_after_it() -> None:
+    # The machine slowed down between the orchestrator section (2,700) and the scale section:
+    # against its neighbour (2,600) the seeded run holds 0.96x, against the old figure 0.89x.
+    beside = {"transitions_per_s": 2600.0, "rounds": [2600.0]}
+    figs = by_key(figures(results(scale={"transitions_per_s": 2400.0, "empty_beside": beside})))
+    scale = figs["scale_transitions_per_s"]
+    assert scale.ratio == pytest.approx(2400 / 2600)
+    assert scale.status == PASS
+    assert "empty tables right after: 2,600 transitions/s (orchestrator section: 2,700)" in (
+        scale.note
+    )
+    slower = {"transitions_per_s": 2800.0, "rounds": [2800.0]}
+    figs = by_key(figures(results(scale={"transitions_per_s": 2500.0, "empty_beside": slower})))
+    assert figs["scale_transitions_per_s"].status == FAIL
