@@ -664,7 +664,11 @@ async def wait_for_quiet_queues(
     deadline = time.monotonic() + within
     quiet_since: float | None = None
     while time.monotonic() < deadline:
-        depths = await queue_depths(connection, names)
+        try:
+            depths = await queue_depths(connection, names)
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+            # The scenario may have closed every connection, this one too: it reconnects.
+            depths = {"(reconnecting)": 1}
         now = time.monotonic()
         if any(depths.values()):
             quiet_since = None
