@@ -88,10 +88,12 @@ class Scenario:
         expected_parked: Mapping[str, Mapping[str, str]] | None = None,
         conflicts: float | None = None,
     ) -> Report:
-        """Wait for the end state, stop every process, then run every check."""
+        """Wait for the end state and for the work queues to stay empty, stop every process,
+        then run every check."""
         began = time.monotonic()
         await self.wait_for_end(within)
         self.harness.timings["end"] = time.monotonic() - began
+        began = time.monotonic()
         await wait_for_quiet_queues(self.connection, self.settings.topology, within=30)
         self.harness.timings["quiet"] = time.monotonic() - began
         await self.harness.stop_all()
