@@ -561,15 +561,7 @@ class Checker:
 
     async def _broker(self, connection: AbstractRobustConnection) -> None:
         topology = self.settings.topology
-        names = [
-            name
-            for consumer in CONSUMERS
-            for name in (
-                topology.work_queue(consumer),
-                topology.parking_queue(consumer),
-                *(topology.retry_queue(consumer, d) for d in topology.retry_delays_ms),
-            )
-        ]
+        names = [*work_queues(topology), *(topology.parking_queue(c) for c in CONSUMERS)]
         depths = await queue_depths(connection, names)
         for name, depth in depths.items():
             if depth and not name.endswith(".parking"):
@@ -640,6 +632,18 @@ async def queue_depth(connection: AbstractRobustConnection, name: str) -> int | 
     return (await queue_depths(connection, [name]))[name]
 
 
+def work_queues(topology: Topology) -> list[str]:
+    """Every consumer's work queue and retry queues: empty once all work is done."""
+    return [
+        name
+        for consumer in CONSUMERS
+        for name in (
+            topology.work_queue(consumer),
+            *(topology.retry_queue(consumer, d) for d in topology.retry_delays_ms),
+        )
+    ]
+
+
 async def wait_for_quiet_queues(
     connection: AbstractRobustConnection,
     topology: Topology,
@@ -653,24 +657,17 @@ async def wait_for_quiet_queues(
     and fails to ack it on the dead channel, and the broker requeues it). Stopping the
     processes then leaves those duplicates in the queue, and the broker check reports them as
     work left undone. On timeout this returns and lets that check report what is left."""
-    names = [
-        name
-        for consumer in CONSUMERS
-        for name in (
-            topology.work_queue(consumer),
-            *(topology.retry_queue(consumer, d) for d in topology.retry_delays_ms),
-        )
-    ]
+    names = work_queues(topology)
     deadline = time.monotonic() + within
     quiet_since: float | None = None
     while time.monotonic() < deadline:
         try:
-            depths = await queue_depths(connection, names)
+            busy = any((await queue_depths(connection, names)).values())
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
             # The scenario may have closed every connection, this one too: it reconnects.
-            depths = {"(reconnecting)": 1}
+            busy = True
         now = time.monotonic()
-        if any(depths.values()):
+        if busy:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = now

@@ -522,7 +522,12 @@ async def explain(
     else:
         await conn.execute("SET plan_cache_mode = force_custom_plan")
         result = await conn.fetchval(f"EXPLAIN (FORMAT JSON, VERBOSE) {statement}", *values)
-    document = json.loads(result) if isinstance(result, str) else result
+    return plan_of(result)
+
+
+def plan_of(explained: Any) -> dict[str, Any]:
+    """The top plan node of EXPLAIN (FORMAT JSON) output, as text or already decoded."""
+    document = json.loads(explained) if isinstance(explained, str) else explained
     plan: dict[str, Any] = document[0]["Plan"]
     return plan
 
@@ -665,10 +670,9 @@ async def test_plans_made_while_the_tables_were_empty_still_probe_indexes_once_t
                 result = await conn.fetchval(
                     f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {prepared}{arguments}"
                 )
-                document = json.loads(result) if isinstance(result, str) else result
                 failures += [
                     f"{name}: {scan}"
-                    for scan in whole_scans(document[0]["Plan"], READS_ITS_QUEUE_WHOLE.get(name))
+                    for scan in whole_scans(plan_of(result), READS_ITS_QUEUE_WHOLE.get(name))
                 ]
             assert not failures, "plans made on empty tables read whole tables:\n" + "\n".join(
                 failures
