@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from faststream.asgi import AsgiFastStream
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -57,6 +58,7 @@ def build_store(
         EngineConfig(step_timeout=settings.step_timeout),
         workflows if workflows is not None else load_workflows(settings.workflows),
         clock=clock,
+        dispatch_lease=timedelta(seconds=settings.dispatch_lease_seconds),
         on_conflict=on_conflict,
     )
 
@@ -151,7 +153,7 @@ class Orchestrator:
                 resources.handler,
                 observe=self.observer,
                 dispatch=self.relay.dispatch,
-                sweep=self.relay.wake,
+                sweep=self.relay.sweep,
             ),
         )
         # Started last and stopped first: batches in hand finish while relay and timers run.

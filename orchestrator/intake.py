@@ -12,14 +12,13 @@ reason is retried message by message through the ordinary DeliveryHandler (retry
 parking); while the database is away the batch is held, not burned through the retries.
 
 After the acks the batch publishes the commands its steps wrote to the outbox itself
-(`dispatch`), instead of waking the relay and waiting for its next round: the event-to-command
-latency is then one publish with confirm after the commit.
+(`dispatch`, from the rows it has in memory), instead of waking the relay and waiting for its
+next round: the event-to-command latency is then one publish with confirm after the commit.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from orchestrator.engine import (
 )
 from orchestrator.engine.registry import Workflows
 from orchestrator.metrics import SagaMetrics, observe_step
+from orchestrator.store.plan import OutboxMessage
 from orchestrator.store.saga_store import BatchResult, SagaStore, StepResult
 from sagaline.faults import crash_point
 from sagaline.messaging.acks import ack
@@ -126,7 +126,7 @@ class BatchIntake:
         handler: DeliveryHandler,
         *,
         observe: Callable[[StepResult], None],
-        dispatch: Callable[[Sequence[uuid.UUID]], Awaitable[int]] | None = None,
+        dispatch: Callable[[Sequence[OutboxMessage]], Awaitable[int]] | None = None,
         sweep: Callable[[], None] | None = None,
         outage_backoff: tuple[float, float] = (0.5, 10.0),
     ) -> None:
@@ -135,13 +135,14 @@ class BatchIntake:
         """Parks refusals, and handles a failed batch's messages one by one."""
         self.observe = observe
         self.dispatch = dispatch
-        """Publishes committed outbox rows by message id; None leaves them to the relay."""
+        """Publishes the batch's committed outbox rows; None leaves them to the relay."""
         self.sweep = sweep
-        """Wakes the relay to publish every unpublished row. Called when a batch holds a
-        duplicate: the first commit of that message may have gone through while its client saw
-        a lost connection (the batch was then held and retried, and the retry found it done), or
-        another replica may have died between its commit and its dispatch. Either way nobody
-        dispatched that step's rows; without the sweep they would wait for the relay's poll."""
+        """Wakes the relay to publish every unpublished row, leased ones included. Called when a
+        batch holds a duplicate: the first commit of that message may have gone through while
+        its client saw a lost connection (the batch was then held and retried, and the retry
+        found it done), or another replica may have died between its commit and its dispatch.
+        Either way nobody dispatched that step's rows; without the sweep they would wait for
+        their lease to run out and the relay's poll."""
         self.outage_backoff = outage_backoff
 
     async def process(self, deliveries: Sequence[AbstractIncomingMessage]) -> None:
@@ -154,15 +155,14 @@ class BatchIntake:
             await settle_one_by_one(self.handler, parsed, results)
             return
         mark("committed")
-        outgoing: list[uuid.UUID] = []
+        outgoing: list[OutboxMessage] = []
         done: list[AbstractIncomingMessage] = []
         for (delivery, envelope), result in zip(parsed, results, strict=True):
             if isinstance(result, StepResult):
                 crash_point("orchestrator.after_commit_before_ack")
                 self.observe(result)
                 done.append(delivery)
-                if result.decision is not None:
-                    outgoing.extend(item.message_id for item in result.decision.outgoing)
+                outgoing.extend(result.outbox)
             else:
                 await self.handler.park(
                     delivery, park_reason(result), error_summary(result), envelope

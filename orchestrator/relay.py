@@ -7,9 +7,12 @@ consumers' inboxes absorb the duplicate. For the same reason the mark is committ
 waiting for its WAL flush: a mark lost in a database crash only means one more duplicate.
 
 The intake does not wait for a relay round: right after a batch of steps commits it hands the
-batch's message ids to `dispatch`, which claims, publishes and marks exactly those rows (the
-same claim, so a row is still published by one party at a time). Rows it could not publish
-stay in the outbox for the relay loop, which it wakes.
+batch's outbox rows, as it wrote them, to `dispatch`, which publishes them from memory and then
+marks them sent by message id. The batch wrote them with a dispatch lease (`dispatch_until`,
+SagaStore.dispatch_lease): until it runs out the loop leaves them to the dispatch, so there is
+nothing to claim or lock, and a row is still published by one party at a time. Rows the
+dispatch could not publish are released to the loop, which it wakes. Rows whose writer died
+before dispatching wait out their lease, unless a redelivered duplicate asks for a sweep.
 
 The relay publishes on a channel of its own. A broker error on it (an exchange deleted under
 it, a broker restart) closes only that channel, never the intake's or the delivery handler's;
@@ -36,6 +39,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator.store.plan import OutboxMessage
 from orchestrator.store.saga_store import NOTIFY_CHANNEL, Clock, driver_connection, utcnow
 from sagaline.background import BackgroundLoop
 from sagaline.faults import crash_point
@@ -45,37 +49,35 @@ from sagaline.messaging.stages import mark
 
 log = logging.getLogger("sagaline.relay")
 
-_COLUMNS = "id, message_id, saga_id, exchange, routing_key, message_type, body, headers"
+_COLUMNS = "id, message_id, saga_id, exchange, routing_key, message_type, body, headers, created_at"
 
+# The loop's claim. A row under a live dispatch lease is its writer's to publish (`dispatch`);
+# a sweep ($3) takes those too. This process's own dispatches in flight ($4) are never taken.
 CLAIM_NEXT = f"""
 SELECT {_COLUMNS} FROM saga.outbox
 WHERE published_at IS NULL AND NOT exchange = ANY($2::text[])
+    AND NOT message_id = ANY($4::uuid[])
+    AND ($3 OR dispatch_until IS NULL OR dispatch_until < now())
 ORDER BY id LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
-# One probe of the unique message_id index per given id. `message_id = ANY(...) AND
-# published_at IS NULL` was left to the planner: a generic plan made on an empty outbox read the
-# partial index of unpublished rows whole and filtered it, so during a broker outage every
-# dispatch read the whole backlog (even with the unique index at hand: on an empty table the
-# two cost the same to the planner). Whether the row is still unpublished is checked outside
-# the locking subquery, behind an OFFSET 0 fence that keeps the planner from pushing the check
-# down into it, where it would lead to that partial index again.
-CLAIM_GIVEN = f"""
-SELECT {", ".join(f"claimed.{column.strip()}" for column in _COLUMNS.split(","))}
-FROM unnest($1::uuid[]) AS given(message_id)
-CROSS JOIN LATERAL (
-    SELECT {_COLUMNS}, published_at FROM saga.outbox
-    WHERE message_id = given.message_id AND NOT exchange = ANY($2::text[])
-    FOR UPDATE SKIP LOCKED
-    OFFSET 0
-) AS claimed
-WHERE claimed.published_at IS NULL
-ORDER BY claimed.id
-"""
-
 MARK_SENT = "UPDATE saga.outbox SET published_at = $2 WHERE id = ANY($1::bigint[])"
-"""The mark, as tests/integration/test_plans.py checks its plan; sent by `mark_sent_and_commit`."""
+"""The loop's mark, as tests/integration/test_plans.py checks its plan; sent by
+`mark_sent_and_commit`."""
+
+# By message id alone: with `published_at IS NULL` beside it, a generic plan made on an empty
+# outbox may read the partial index of unpublished rows whole (both cost the same to the
+# planner there). A row the loop published meanwhile (its lease ran out) keeps its first time.
+MARK_DISPATCHED = """
+UPDATE saga.outbox SET published_at = coalesce(published_at, $2)
+WHERE message_id = ANY($1::uuid[])
+"""
+"""The dispatch's mark, as test_plans checks it; sent by `mark_dispatched`."""
+
+RELEASE_LEASES = "UPDATE saga.outbox SET dispatch_until = NULL WHERE message_id = ANY($1::uuid[])"
+"""A dispatch that could not publish its rows hands them to the loop at once; sent by
+`release_leases` (a plan kept from an empty table would read the whole outbox)."""
 
 
 def mark_sent_and_commit(ids: Sequence[int], at: datetime) -> str:
@@ -86,10 +88,30 @@ def mark_sent_and_commit(ids: Sequence[int], at: datetime) -> str:
     Losing the mark in a crash re-publishes (consumers dedupe), so the commit does not wait
     for its WAL flush: set here, not at BEGIN, because the setting is read at COMMIT."""
     id_list = ",".join(str(int(i)) for i in ids)
-    update = MARK_SENT.replace("$2", f"'{at.isoformat()}'::timestamptz").replace(
-        "$1", f"'{{{id_list}}}'"
-    )
+    update = MARK_SENT.replace("$2", _timestamp(at)).replace("$1", f"'{{{id_list}}}'")
     return f"SET LOCAL synchronous_commit TO off; {update}; COMMIT"
+
+
+def mark_dispatched(message_ids: Sequence[uuid.UUID], at: datetime) -> str:
+    """MARK_DISPATCHED in its own transaction, in one round trip, with the same reasoning as
+    `mark_sent_and_commit` (only our own values: uuid objects' text and our clock's time)."""
+    update = MARK_DISPATCHED.strip().replace("$2", _timestamp(at))
+    update = update.replace("$1::uuid[]", _uuid_array(message_ids))
+    return f"BEGIN; SET LOCAL synchronous_commit TO off; {update}; COMMIT"
+
+
+def release_leases(message_ids: Sequence[uuid.UUID]) -> str:
+    return RELEASE_LEASES.replace("$1::uuid[]", _uuid_array(message_ids))
+
+
+def _timestamp(at: datetime) -> str:
+    return f"'{at.isoformat()}'::timestamptz"
+
+
+def _uuid_array(message_ids: Sequence[uuid.UUID]) -> str:
+    """Rebuilt from each uuid's bytes: only a real uuid.UUID gets into the statement's text."""
+    listed = ",".join(str(uuid.UUID(bytes=m.bytes)) for m in message_ids)
+    return f"'{{{listed}}}'::uuid[]"
 
 
 @contextlib.asynccontextmanager
@@ -153,6 +175,9 @@ class OutboxRelay(BackgroundLoop):
         """Exchanges found to exist since the channel was opened."""
         self._missing: dict[str, float] = {}
         """Exchange name -> monotonic time it was last found missing."""
+        self._in_flight: set[uuid.UUID] = set()
+        """Message ids this process is dispatching now: the loop never takes them."""
+        self._sweeping = False
 
     async def stop(self) -> None:
         await super().stop()
@@ -161,7 +186,18 @@ class OutboxRelay(BackgroundLoop):
 
     async def run_once(self) -> bool:
         await self._ensure_listener()
-        return await self.publish_batch() >= self.batch_size
+        sweeping, self._sweeping = self._sweeping, False
+        full = await self.publish_batch(sweeping=sweeping) >= self.batch_size
+        if full and sweeping:
+            self._sweeping = True  # the sweep goes on in the next round
+        return full
+
+    def sweep(self) -> None:
+        """Wake for a round that publishes leased rows too: their writer may be gone (a
+        replica that died between its commit and its dispatch), or may never have known its
+        commit went through (a connection lost at COMMIT)."""
+        self._sweeping = True
+        self.wake()
 
     async def on_error(self) -> None:
         await self._close_listener()
@@ -171,57 +207,91 @@ class OutboxRelay(BackgroundLoop):
     def missing_exchanges(self) -> set[str]:
         return set(self._missing)
 
-    async def publish_batch(self) -> int:
-        """Publish up to batch_size unpublished rows; returns how many were confirmed."""
+    async def publish_batch(self, *, sweeping: bool = False) -> int:
+        """Publish up to batch_size unpublished rows (leased ones too when `sweeping`);
+        returns how many were confirmed."""
         self._forget_missing_due_for_recheck()
         while True:
             held_before = len(self._missing)
-            confirmed = await self._claim_and_publish()
+            confirmed = await self._claim_and_publish(sweeping)
             # A claim of only held rows found a new missing exchange: claim again without it.
             if confirmed is not None or len(self._missing) == held_before:
                 break
         return self._count(confirmed)
 
-    async def dispatch(self, message_ids: Sequence[uuid.UUID]) -> int:
-        """Publish the just-committed rows with these message ids now; returns how many were
-        confirmed. Rows held elsewhere are skipped; rows not published are left to the loop."""
-        if not message_ids:
+    async def dispatch(self, messages: Sequence[OutboxMessage]) -> int:
+        """Publish a just-committed batch's outbox rows from memory, then mark them sent;
+        returns how many were confirmed. The batch leased the rows to us, so nobody else
+        claims them meanwhile and no claim or lock is needed. Rows not published are released
+        to the loop, which is woken."""
+        if not messages:
             return 0
+        message_ids = [message.message_id for message in messages]
+        self._in_flight.update(message_ids)
         try:
-            confirmed = await self._claim_and_publish(list(message_ids))
+            confirmed = await self._publish_leased(messages)
         except Exception as exc:  # the rows are safe in the outbox: the loop retries them
             log.warning("outbox dispatch failed", extra={"error": error_summary(exc)})
-            confirmed = None
+            confirmed = []
+        finally:
+            self._in_flight.difference_update(message_ids)
         count = self._count(confirmed)
-        if count < len(message_ids):
+        if count < len(messages):
             self.wake()
         return count
 
-    def _count(self, confirmed: list[int] | None) -> int:
+    async def _publish_leased(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+        try:
+            held = self._missing  # the loop holds these rows until their exchange appears
+            routable = await self._routable([m for m in messages if m.exchange not in held])
+            mark("claimed")
+            confirmed = await self._publish(routable) if routable else []
+            mark("confirmed")
+            crash_point("orchestrator.after_publish_before_mark")
+            if confirmed:
+                ids = [message.message_id for message in confirmed]
+                await self._execute(mark_dispatched(ids, self.clock()))
+        except BaseException:
+            await self._release(messages)
+            raise
+        sent = {message.message_id for message in confirmed}
+        unsent = [message for message in messages if message.message_id not in sent]
+        if unsent:
+            await self._release(unsent)
+        return confirmed
+
+    async def _release(self, messages: Sequence[OutboxMessage]) -> None:
+        try:
+            await self._execute(release_leases([message.message_id for message in messages]))
+        except Exception as exc:  # the leases run out on their own
+            log.warning("outbox lease release failed", extra={"error": error_summary(exc)})
+
+    async def _execute(self, statement: str) -> None:
+        """A statement with its values written in (simple-query protocol, planned per call)."""
+        async with self.engine.connect() as sa_conn:
+            conn = await driver_connection(sa_conn)
+            await conn.execute(statement)
+
+    def _count(self, confirmed: Sequence[OutboxMessage] | None) -> int:
         count = len(confirmed or ())
         self.published += count
         if self.on_published is not None and count:
             self.on_published(count)
         return count
 
-    async def _claim_and_publish(
-        self, message_ids: list[uuid.UUID] | None = None
-    ) -> list[int] | None:
-        """The confirmed row ids; None when every claimed row's exchange was missing.
-
-        Claims the next `batch_size` unpublished rows, or the unpublished ones of
-        `message_ids`."""
+    async def _claim_and_publish(self, sweeping: bool) -> list[OutboxMessage] | None:
+        """The confirmed rows; None when every claimed row's exchange was missing."""
         missing = sorted(self._missing)
         async with self.engine.connect() as sa_conn:
             conn = await driver_connection(sa_conn)
             async with _claiming(conn):
-                if message_ids is None:
-                    claimed = await conn.fetch(CLAIM_NEXT, self.batch_size, missing)
-                else:
-                    claimed = await conn.fetch(CLAIM_GIVEN, message_ids, missing)
+                claimed = await conn.fetch(
+                    CLAIM_NEXT, self.batch_size, missing, sweeping, list(self._in_flight)
+                )
                 if not claimed:
                     return []
-                rows = await self._routable(claimed)
+                row_ids = {row["message_id"]: row["id"] for row in claimed}
+                rows = await self._routable([_outbox_message(row) for row in claimed])
                 if not rows:
                     return None
                 mark("claimed")
@@ -229,14 +299,15 @@ class OutboxRelay(BackgroundLoop):
                 mark("confirmed")
                 crash_point("orchestrator.after_publish_before_mark")
                 if confirmed:
-                    await conn.execute(mark_sent_and_commit(confirmed, self.clock()))
+                    ids = [row_ids[message.message_id] for message in confirmed]
+                    await conn.execute(mark_sent_and_commit(ids, self.clock()))
         return confirmed
 
-    async def _routable(self, rows: Sequence[Any]) -> list[Any]:
+    async def _routable(self, rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         """The rows whose exchange exists; the others are logged and left unpublished."""
         await self._publish_channel()
         exchanges = self._exchanges
-        unknown = {row["exchange"] for row in rows} - exchanges
+        unknown = {row.exchange for row in rows} - exchanges
         if unknown:
             for name in sorted(unknown):
                 if await self._exchange_exists(name):
@@ -247,10 +318,10 @@ class OutboxRelay(BackgroundLoop):
                         "outbox rows held: their exchange does not exist",
                         extra={
                             "exchange": name,
-                            "rows": sum(1 for row in rows if row["exchange"] == name),
+                            "rows": sum(1 for row in rows if row.exchange == name),
                         },
                     )
-        return [row for row in rows if row["exchange"] in exchanges]
+        return [row for row in rows if row.exchange in exchanges]
 
     async def _exchange_exists(self, name: str) -> bool:
         if not name:
@@ -289,7 +360,7 @@ class OutboxRelay(BackgroundLoop):
             with contextlib.suppress(Exception):
                 await channel.close()
 
-    async def _publish(self, rows: Sequence[Any]) -> list[int]:
+    async def _publish(self, rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         # aio-pika's Exchange.publish holds the channel's lock until its frames are written
         # and drained, so the publishes of a batch leave one event-loop turn (or more) apart:
         # on a busy loop, 10 confirmed publishes took 15 ms that way against 6.7 ms queued at
@@ -297,40 +368,40 @@ class OutboxRelay(BackgroundLoop):
         underlay = await (await self._publish_channel()).get_underlay_channel()
         channel = cast(aiormq.Channel, underlay)  # `wait` is the concrete channel's
 
-        async def one(row: Any) -> None:
+        async def one(row: OutboxMessage) -> None:
             properties = amqp_properties(
-                message_id=str(row["message_id"]),
-                correlation_id=str(row["saga_id"]),
-                message_type=row["message_type"],
-                headers=dict(row["headers"] or {}),
+                message_id=str(row.message_id),
+                correlation_id=str(row.saga_id),
+                message_type=row.message_type,
+                headers=dict(row.headers),
                 user_id=self.user_id,
             )
             # Commands must reach a worker queue (returned = misconfiguration, keep the row);
             # domain events go to whoever subscribes, possibly nobody.
             await channel.basic_publish(
-                bytes(row["body"]),
-                exchange=row["exchange"],
-                routing_key=row["routing_key"],
+                row.body,
+                exchange=row.exchange,
+                routing_key=row.routing_key,
                 properties=properties,
-                mandatory=row["exchange"] == self.commands_exchange,
+                mandatory=row.exchange == self.commands_exchange,
                 wait=False,
             )
 
         # Frames go out in call order on one channel; only the confirms are awaited together.
         results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
-        confirmed = []
+        confirmed: list[OutboxMessage] = []
         for row, result in zip(rows, results, strict=True):
             if isinstance(result, BaseException):
                 log.error(
                     "outbox publish failed",
                     extra={
-                        "message_id": str(row["message_id"]),
-                        "message_type": row["message_type"],
+                        "message_id": str(row.message_id),
+                        "message_type": row.message_type,
                         "error": error_summary(result),
                     },
                 )
             else:
-                confirmed.append(row["id"])
+                confirmed.append(row)
         if len(confirmed) < len(rows) and not confirmed:
             raise RuntimeError("no outbox row could be published")
         return confirmed
@@ -352,3 +423,16 @@ class OutboxRelay(BackgroundLoop):
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
+
+
+def _outbox_message(row: asyncpg.Record) -> OutboxMessage:
+    return OutboxMessage(
+        row["message_id"],
+        row["saga_id"],
+        row["exchange"],
+        row["routing_key"],
+        row["message_type"],
+        bytes(row["body"]),
+        dict(row["headers"] or {}),
+        row["created_at"],
+    )

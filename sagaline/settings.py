@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     connection in steady use costs one retry; other processes always ping."""
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)
+    dispatch_lease_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """The orchestrator publishes a batch's commands itself right after its commit; for this
+    long the relay loop leaves those rows to it. A process that dies in between delays them by
+    at most this (a redelivered duplicate sweeps them at once); a publish slower than this may
+    go out twice (consumers deduplicate by message id)."""
     timer_poll_seconds: float = Field(default=1.0, gt=0)
     timer_batch_size: int = Field(default=1000, ge=1, le=10_000)
     """Due timers fired per round (one transaction). Matters when many fall due at once, e.g.

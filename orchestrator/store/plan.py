@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import propagate, trace
 
@@ -60,6 +60,21 @@ class Planned:
     """The version of the workflow whose machine decided the step."""
 
 
+class OutboxMessage(NamedTuple):
+    """One outbox row as a batch writes it. The intake publishes it from memory right after
+    the commit (orchestrator/relay.py `dispatch`); the relay loop reads the same fields back
+    from the table for rows nobody dispatched."""
+
+    message_id: uuid.UUID
+    saga_id: uuid.UUID
+    exchange: str
+    routing_key: str
+    message_type: str
+    body: bytes
+    headers: dict[str, str]
+    created_at: datetime
+
+
 @dataclass
 class Plan:
     now: datetime
@@ -67,7 +82,7 @@ class Plan:
     """Per incoming, in order: a planned step, a refusal, or None for a duplicate delivery."""
     slots: dict[uuid.UUID, SagaSlot] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)
-    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
     timers: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, datetime] | None] = field(
         default_factory=dict
     )
@@ -248,14 +263,14 @@ def _collect_effects(
             topology.commands_exchange if item.kind == "command" else topology.events_exchange
         )
         plan.outbox.append(
-            (
+            OutboxMessage(
                 item.message_id,
                 saga_id,
                 exchange,
                 item.message.message_type,
                 item.message.message_type,
                 envelope.to_json(),
-                json.dumps(headers),
+                headers,
                 plan.now,
             )
         )

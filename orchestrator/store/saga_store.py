@@ -16,7 +16,7 @@ import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from sqlalchemy import func, select
@@ -34,7 +34,7 @@ from orchestrator.engine import (
 from orchestrator.engine.model import TIMER_PREFIX
 from orchestrator.engine.registry import Workflows
 from orchestrator.store import sql
-from orchestrator.store.plan import actor_of, plan_batch
+from orchestrator.store.plan import OutboxMessage, actor_of, plan_batch
 from orchestrator.store.sql import NOTIFY_CHANNEL, ConcurrencyConflict
 from orchestrator.store.tables import instances, outbox
 from sagaline.faults import crash_point
@@ -80,6 +80,8 @@ class StepResult:
     at: datetime | None = None
     definition_version: int | None = None
     """The version of the workflow whose machine decided the step."""
+    outbox: tuple[OutboxMessage, ...] = ()
+    """The messages the step wrote to the outbox, for the caller that dispatches them."""
 
     @property
     def duplicate(self) -> bool:
@@ -109,6 +111,7 @@ class SagaStore:
         clock: Clock = utcnow,
         max_conflict_retries: int = 20,
         on_conflict: Callable[[], None] | None = None,
+        dispatch_lease: timedelta = timedelta(seconds=5),
     ) -> None:
         self.engine = engine
         self.topology = topology
@@ -118,6 +121,9 @@ class SagaStore:
         self.clock = clock
         self.max_conflict_retries = max_conflict_retries
         self.on_conflict = on_conflict
+        self.dispatch_lease = dispatch_lease
+        """How long the relay loop leaves the outbox rows of a batch to the caller that
+        dispatches them itself (`notify_relay=False`)."""
 
     async def handle(
         self,
@@ -151,7 +157,8 @@ class SagaStore:
 
         On a version conflict the transaction rolls back; a batch is split in halves so that
         one contended saga does not hold up the rest, and single steps are retried with jitter.
-        `notify_relay=False` when the caller dispatches the steps' outbox rows itself.
+        `notify_relay=False` when the caller dispatches the steps' outbox rows itself (each
+        StepResult's `outbox`): they are leased to it for `dispatch_lease`.
         """
         items = list(incomings)
         who = list(actors) if actors is not None else [actor_of(i) for i in items]
@@ -306,8 +313,10 @@ class SagaStore:
         )
         mark("tx_planned")
         crash_point("orchestrator.before_commit")
-        await sql.write(conn, plan, notify_relay=notify_relay)
+        lease = None if notify_relay else self.dispatch_lease
+        await sql.write(conn, plan, notify_relay=notify_relay, dispatch_lease=lease)
         mark("tx_written")
+        written = {message.message_id: message for message in plan.outbox}
         results: list[BatchResult] = []
         for incoming, step in zip(incomings, plan.steps, strict=True):
             if step is None:
@@ -324,6 +333,7 @@ class SagaStore:
                         previous_update=step.previous_update,
                         at=now,
                         definition_version=step.definition_version,
+                        outbox=tuple(written[o.message_id] for o in step.decision.outgoing),
                     )
                 )
         return results

@@ -34,6 +34,7 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -123,11 +124,14 @@ SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::uuid[], $5::t
                      $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[])
 """
 
+# $9: the dispatch lease (NULL: none), counted on the database's clock like the relay's check,
+# never on the injected one, which tests set to any time they like.
 _OUTBOX = """
 INSERT INTO saga.outbox
-    (message_id, saga_id, exchange, routing_key, message_type, body, headers, created_at)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[],
-                     $7::jsonb[], $8::timestamptz[])
+    (message_id, saga_id, exchange, routing_key, message_type, body, headers, created_at,
+     dispatch_until)
+SELECT *, now() + $9 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                 $6::bytea[], $7::jsonb[], $8::timestamptz[])
 """
 
 # By key, row by row, for the same reason as _UPDATE: `ctid = ANY(...)` or a join leaves the
@@ -186,7 +190,7 @@ _WRITES = (
     _Write(_HISTORY, ("uuid[]", "int[]", "timestamptz[]", "uuid[]", "text[]", "text[]",
                       "text[]", "text[]", "jsonb[]", "text[]", "text[]")),
     _Write(_OUTBOX, ("uuid[]", "uuid[]", "text[]", "text[]", "text[]", "bytea[]", "jsonb[]",
-                     "timestamptz[]")),
+                     "timestamptz[]", "interval")),
     _Write(_TIMERS_FINISHED, ("uuid[]",), per_row=True),
     _Write(_TIMERS_SET, ("uuid[]", "text[]", "uuid[]", "timestamptz[]", "timestamptz")),
     _Write(_TIMERS_CANCEL, ("uuid[]", "text[]"), per_row=True),
@@ -365,12 +369,20 @@ def _snapshot(row: Mapping[str, Any]) -> SagaSnapshot:
     )
 
 
-async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = True) -> None:
+async def write(
+    conn: asyncpg.Connection,
+    plan: Plan,
+    *,
+    notify_relay: bool = True,
+    dispatch_lease: timedelta | None = None,
+) -> None:
     """Apply the plan in one call; ConcurrencyConflict when any saga moved or any message was
     recorded since the read, or the call lost a deadlock to another batch. Outside a
     transaction the call commits; inside, the caller's does.
 
-    `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself)."""
+    `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself).
+    `dispatch_lease`: the caller publishes the outbox rows itself; the relay loop leaves them
+    alone for this long."""
     if not any((plan.inbox, plan.slots, plan.history, plan.outbox, plan.timers, plan.finished)):
         return  # only duplicates: nothing to write
     sets = [(s, n, v[0], v[1]) for (s, n), v in plan.timers.items() if v is not None]
@@ -380,7 +392,8 @@ async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = Tr
         *_columns([(*row, plan.now) for row in plan.inbox], 4),
         *_saga_columns(plan),
         *_columns(plan.history, 11),
-        *_columns(plan.outbox, 8),
+        *_outbox_columns(plan),
+        dispatch_lease,
         list(plan.finished),
         *_columns(sets, 4),
         plan.now,
@@ -393,6 +406,12 @@ async def write(conn: asyncpg.Connection, plan: Plan, *, notify_relay: bool = Tr
         # A shortfall (serialization_failure), or two batches that took the same sagas' locks
         # in opposite orders (deadlock_detected): either way nothing was kept, decide again.
         raise ConcurrencyConflict(str(exc)) from None
+
+
+def _outbox_columns(plan: Plan) -> list[list[Any]]:
+    columns = _columns(plan.outbox, 8)
+    columns[6] = [json.dumps(headers) for headers in columns[6]]  # jsonb goes as its text
+    return columns
 
 
 def _saga_columns(plan: Plan) -> list[list[Any]]:

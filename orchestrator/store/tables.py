@@ -71,6 +71,8 @@ outbox = Table(
     Column("headers", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
+    # Until when the process that wrote the row publishes it itself (0009_dispatch_lease).
+    Column("dispatch_until", DateTime(timezone=True)),
     Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
 )
 

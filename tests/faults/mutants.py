@@ -68,9 +68,26 @@ MUTANTS = (
     Mutant(
         "outbox-marked-sent",
         "orchestrator/relay.py",
-        "                    await conn.execute(mark_sent_and_commit(confirmed, self.clock()))",
-        "                    pass",
-        "test_crash_points.py::test_orchestrator_crash_points",
+        "                await self._execute(mark_dispatched(ids, self.clock()))",
+        "                pass",
+        "tests/integration/test_relay.py::"
+        "test_dispatch_publishes_its_leased_rows_which_the_loop_leaves_alone_until_a_sweep",
+    ),
+    Mutant(
+        "relay-loop-honours-dispatch-leases",
+        "orchestrator/relay.py",
+        "    AND ($3 OR dispatch_until IS NULL OR dispatch_until < now())",
+        "    AND true",
+        "tests/integration/test_relay.py::"
+        "test_dispatch_publishes_its_leased_rows_which_the_loop_leaves_alone_until_a_sweep",
+    ),
+    Mutant(
+        "dispatch-releases-what-it-did-not-send",
+        "orchestrator/relay.py",
+        "        if unsent:\n            await self._release(unsent)",
+        "        if unsent:\n            pass",
+        "tests/integration/test_relay.py::"
+        "test_a_command_no_queue_takes_stays_in_the_outbox_for_the_loop_and_the_rest_go_out",
     ),
     Mutant(
         "stale-reply-fence",

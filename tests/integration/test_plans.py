@@ -201,15 +201,17 @@ def orchestrator_statements() -> list[Statement]:
         "_UPDATE": [sagas[0], 3, "x", "{}", "{}", 4, now, None],
         "_HOLD": [sagas[0], 3],
         "_HISTORY": [sagas, ints, times, new, text, text, text, text, ["[]"] * BATCH, text, text],
-        "_OUTBOX": [new, sagas, text, text, text, [b"x"] * BATCH, jsons, times],
+        "_OUTBOX": [new, sagas, text, text, text, [b"x"] * BATCH, jsons, times,
+                    timedelta(seconds=5)],
         "_TIMERS_SET": [sagas, ["step-timeout"] * BATCH, new, times, now],
         "_TIMERS_CANCEL": [sagas[0], "step-timeout"],
         "_TIMERS_FINISHED": [sagas[0]],
         "CLAIM_DUE_TIMERS": [now + timedelta(seconds=ROWS // 10), 1000],
         "DELETE_TIMER": [sagas[0], "step-timeout"],
-        "CLAIM_NEXT": [200, []],
-        "CLAIM_GIVEN": [[md5_uuid(f"out{g}") for g in spread()], []],
+        "CLAIM_NEXT": [200, [], False, [md5_uuid(f"out{g}") for g in spread()]],
         "MARK_SENT": [spread(200), now],
+        "MARK_DISPATCHED": [[md5_uuid(f"out{g}") for g in spread()], now],
+        "RELEASE_LEASES": [[md5_uuid(f"out{g}") for g in spread()]],
     }  # fmt: skip
     found = {
         name: value
@@ -609,14 +611,15 @@ async def test_hot_path_statements_use_indexes_on_tables_never_analyzed(
         await conn.close()
 
 
-PLANNED_PER_CALL = {"MARK_SENT"}
-"""Sent as a simple query with its values written in (relay.mark_sent_and_commit): planned
-afresh on every call, never from a plan kept since the table was small."""
+PLANNED_PER_CALL = {"MARK_SENT", "MARK_DISPATCHED", "RELEASE_LEASES"}
+"""Sent as simple queries with their values written in (relay.mark_sent_and_commit,
+relay.mark_dispatched, relay.release_leases): planned afresh on every call, never from a plan
+kept since the table was small."""
 
 READS_ITS_QUEUE_WHOLE = {"CLAIM_NEXT": "ix_outbox_unpublished"}
 """The relay loop's claim reads the partial index of unpublished rows (its queue) in order by
-design. Every other statement, the intake's dispatch claim included, must not: during a broker
-outage that index holds the whole backlog."""
+design. Every other statement, the dispatch's mark and lease release included, must not: during
+a broker outage that index holds the whole backlog."""
 
 
 def whole_scans(plan: dict[str, Any], allowed_index: str | None = None) -> list[str]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.relay import OutboxRelay
+from orchestrator.store.plan import OutboxMessage
 from orchestrator.store.tables import outbox
 from sagaline.db import create_engine
 from sagaline.settings import Settings
@@ -47,25 +48,40 @@ async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnecti
 async def _add_rows(
     engine: AsyncEngine, exchange: str, count: int, routing_key: str = "RelayProbe"
 ) -> list[uuid.UUID]:
-    ids = [uuid.uuid4() for _ in range(count)]
+    """Rows nobody dispatches (no lease): the relay loop's to publish."""
+    return [m.message_id for m in await _add_messages(engine, exchange, count, routing_key)]
+
+
+async def _add_messages(
+    engine: AsyncEngine,
+    exchange: str,
+    count: int,
+    routing_key: str = "RelayProbe",
+    lease: timedelta | None = None,
+) -> list[OutboxMessage]:
+    """Rows as a batch writes them; with `lease` as a batch that dispatches them itself."""
+    now = datetime.now(UTC)
+    messages = [
+        OutboxMessage(
+            uuid.uuid4(), uuid.uuid4(), exchange, routing_key, "RelayProbe", b"{}", {}, now
+        )
+        for _ in range(count)
+    ]
     async with engine.begin() as conn:
+        until = None if lease is None else await conn.scalar(select(func.now() + lease))
         await conn.execute(
             insert(outbox),
-            [
-                {
-                    "message_id": message_id,
-                    "saga_id": uuid.uuid4(),
-                    "exchange": exchange,
-                    "routing_key": routing_key,
-                    "message_type": "RelayProbe",
-                    "body": b"{}",
-                    "headers": {},
-                    "created_at": datetime.now(UTC),
-                }
-                for message_id in ids
-            ],
+            [{**m._asdict(), "dispatch_until": until} for m in messages],
         )
-    return ids
+    return messages
+
+
+async def _leased(engine: AsyncEngine) -> set[uuid.UUID]:
+    async with engine.connect() as conn:
+        rows = await conn.scalars(
+            select(outbox.c.message_id).where(outbox.c.dispatch_until.is_not(None))
+        )
+        return set(rows)
 
 
 async def _exchange_with_queue(
@@ -138,45 +154,72 @@ async def test_a_missing_exchange_holds_only_its_rows_and_closes_no_other_channe
         await channel.close()
 
 
-async def test_dispatch_publishes_exactly_the_given_rows_and_skips_rows_held_elsewhere(
+async def test_dispatch_publishes_its_leased_rows_which_the_loop_leaves_alone_until_a_sweep(
     engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
 ) -> None:
     channel = await connection.channel()
     exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-dispatch")
-    mine = await _add_rows(engine, exchange.name, 4)
-    others = await _add_rows(engine, exchange.name, 3)
+    minute = timedelta(minutes=1)
+    mine = await _add_messages(engine, exchange.name, 4, lease=minute)
+    others = await _add_messages(engine, exchange.name, 3, lease=minute)  # another dispatch's
+    expired = await _add_messages(engine, exchange.name, 2, lease=-minute)  # a dead writer's
     relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
     try:
-        # The intake's batch committed `mine`: it publishes those now, and only those.
+        # The loop takes only rows whose lease ran out: the others are being dispatched.
+        assert await relay.publish_batch() == 2
+        assert sorted(await _receive(queue, 2)) == sorted(m.message_id for m in expired)
+
+        # The intake's batch committed `mine`: it publishes those now, and marks them sent.
         assert await relay.dispatch(mine) == 4
-        assert await _unpublished(engine) == set(others)
+        assert await _unpublished(engine) == {m.message_id for m in others}
+        assert sorted(await _receive(queue, 4)) == sorted(m.message_id for m in mine)
 
-        # A row another relay has claimed (locked) is skipped, not published twice.
-        async with engine.begin() as conn:
-            await conn.execute(
-                select(outbox.c.id).where(outbox.c.message_id == others[0]).with_for_update()
-            )
-            assert await relay.dispatch(others) == 2
-        assert await _unpublished(engine) == {others[0]}
-
-        # Rows already published (here by this dispatch; in production by the relay loop that
-        # swept them first) are not published again by a late dispatch of the same ids.
-        assert await relay.dispatch([*mine, *others]) == 1
+        # A sweep (asked for by a redelivered duplicate) takes leased rows too.
+        assert await relay.publish_batch(sweeping=True) == 3
         assert await _unpublished(engine) == set()
-
-        # Every publish above was confirmed before dispatch returned: nothing more is on its way.
-        assert sorted(await _receive(queue, 7)) == sorted([*mine, *others])
+        assert sorted(await _receive(queue, 3)) == sorted(m.message_id for m in others)
+        # Every publish above was confirmed before its call returned: nothing more is on its way.
         assert await queue.get(fail=False) is None
     finally:
         await relay.stop()
         await channel.close()
 
 
-async def test_a_command_no_queue_takes_stays_in_the_outbox_and_the_rest_go_out(
+async def test_a_sweep_never_takes_a_dispatch_of_its_own_process_in_flight(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    channel = await connection.channel()
+    exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-inflight")
+    mine = await _add_messages(engine, exchange.name, 3, lease=timedelta(minutes=1))
+    relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
+    publish, swept = relay._publish, asyncio.Event()
+
+    async def after_the_sweep(rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+        await swept.wait()
+        return await publish(rows)
+
+    relay._publish = after_the_sweep  # type: ignore[method-assign]
+    try:
+        dispatching = asyncio.create_task(relay.dispatch(mine))
+        await asyncio.sleep(0.2)  # the dispatch is waiting in its publish
+        relay._publish = publish  # type: ignore[method-assign]
+        assert await relay.publish_batch(sweeping=True) == 0
+        swept.set()
+        assert await dispatching == 3
+        assert sorted(await _receive(queue, 3)) == sorted(m.message_id for m in mine)
+        assert await queue.get(fail=False) is None  # each went out once
+    finally:
+        swept.set()
+        await relay.stop()
+        await channel.close()
+
+
+async def test_a_command_no_queue_takes_stays_in_the_outbox_for_the_loop_and_the_rest_go_out(
     engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
 ) -> None:
     """Commands are published mandatory: one the broker returns (no queue bound for its type,
-    a deployment mistake) is not marked sent, and the rows published with it are."""
+    a deployment mistake) is not marked sent, and the rows published with it are. Its lease
+    is released: the relay loop keeps trying it."""
     channel = await connection.channel()
     commands = await channel.declare_exchange(
         f"t{run_id}-commands-{uuid.uuid4().hex[:6]}", aio_pika.ExchangeType.DIRECT,
@@ -184,33 +227,37 @@ async def test_a_command_no_queue_takes_stays_in_the_outbox_and_the_rest_go_out(
     )  # fmt: skip
     queue = await channel.declare_queue(exclusive=True)
     await queue.bind(commands, "RelayProbe")
-    routable = await _add_rows(engine, commands.name, 3)
-    (unroutable,) = await _add_rows(engine, commands.name, 1, routing_key="NobodyTakesThis")
+    lease = timedelta(minutes=1)
+    routable = await _add_messages(engine, commands.name, 3, lease=lease)
+    (unroutable,) = await _add_messages(engine, commands.name, 1, "NobodyTakesThis", lease)
     relay = OutboxRelay(engine, connection, commands_exchange=commands.name)
     try:
         assert await relay.dispatch([*routable, unroutable]) == 3
-        assert await _unpublished(engine) == {unroutable}
-        assert sorted(await _receive(queue, 3)) == sorted(routable)
+        assert await _unpublished(engine) == {unroutable.message_id}
+        assert await _leased(engine) == {m.message_id for m in routable}  # sent, lease kept
+        assert sorted(await _receive(queue, 3)) == sorted(m.message_id for m in routable)
+        await queue.bind(commands, "NobodyTakesThis")  # the deployment is mended
+        assert await relay.publish_batch() == 1
+        assert await _receive(queue, 1) == [unroutable.message_id]
     finally:
         await relay.stop()
         await channel.close()
 
 
-async def test_a_failed_publish_leaves_its_rows_claimable_and_the_connection_clean(
+async def test_a_failed_publish_hands_its_rows_to_the_loop_and_leaves_the_connection_clean(
     settings: Settings, connection: AbstractRobustConnection, run_id: str
 ) -> None:
-    """The claim's transaction is committed with the mark, in one round trip; when the
-    publish fails instead, it is rolled back: the rows stay unpublished for the next round and
-    the pooled connection goes back outside any transaction (it holds the rows' locks)."""
+    """A dispatch whose publish fails releases its leases, so the relay loop (which it wakes)
+    publishes the rows at once; the pooled connection goes back outside any transaction."""
     async with own_database(settings) as own:
         engine = create_engine(own, pool_size=1)  # the next checkout gets the same connection
         channel = await connection.channel()
         relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
         try:
             exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-fail")
-            rows = await _add_rows(engine, exchange.name, 3)
+            rows = await _add_messages(engine, exchange.name, 3, lease=timedelta(minutes=1))
 
-            async def broker_gone(rows: object) -> list[int]:
+            async def broker_gone(rows: object) -> list[OutboxMessage]:
                 raise ConnectionError("broker gone")
 
             publish = relay._publish
@@ -220,12 +267,13 @@ async def test_a_failed_publish_leaves_its_rows_claimable_and_the_connection_cle
                 raw = await sa_conn.get_raw_connection()
                 assert raw.driver_connection is not None
                 assert not raw.driver_connection.is_in_transaction()
-            assert await _unpublished(engine) == set(rows)
+            assert await _unpublished(engine) == {m.message_id for m in rows}
+            assert await _leased(engine) == set()
 
             relay._publish = publish  # type: ignore[method-assign]
-            assert await relay.dispatch(rows) == 3
+            assert await relay.publish_batch() == 3
             assert await _unpublished(engine) == set()
-            assert sorted(await _receive(queue, 3)) == sorted(rows)
+            assert sorted(await _receive(queue, 3)) == sorted(m.message_id for m in rows)
         finally:
             await relay.stop()
             await channel.close()
