@@ -82,6 +82,14 @@ MUTANTS = (
         "test_dispatch_publishes_its_leased_rows_which_the_loop_leaves_alone_until_a_sweep",
     ),
     Mutant(
+        "duplicate-sweeps-leased-rows",
+        "orchestrator/relay.py",
+        "        self._sweeping = True\n        self.wake()",
+        "        self._sweeping = False\n        self.wake()",
+        "tests/e2e/test_lost_dispatch.py::"
+        "test_a_step_committed_without_dispatch_sends_its_commands_when_redelivered",
+    ),
+    Mutant(
         "dispatch-releases-what-it-did-not-send",
         "orchestrator/relay.py",
         "        if unsent:\n            await self._release(unsent)",
