@@ -131,6 +131,7 @@ class Orchestrator:
             clock=self.clock,
             on_published=self.metrics.outbox_published.inc,
             listener_connect_args=db_connect_args(self.settings),
+            dispatch_lease_seconds=self.settings.dispatch_lease_seconds,
         )
         self.timers = TimerLoop(
             self.store,

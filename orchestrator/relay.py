@@ -154,6 +154,7 @@ class OutboxRelay(BackgroundLoop):
         clock: Clock = utcnow,
         on_published: Callable[[int], None] | None = None,
         listener_connect_args: dict[str, Any] | None = None,
+        dispatch_lease_seconds: float = 5.0,
     ) -> None:
         super().__init__(poll_seconds)
         self.engine = engine
@@ -175,9 +176,13 @@ class OutboxRelay(BackgroundLoop):
         """Exchanges found to exist since the channel was opened."""
         self._missing: dict[str, float] = {}
         """Exchange name -> monotonic time it was last found missing."""
+        self.dispatch_lease_seconds = dispatch_lease_seconds
+        """The lease the store gives dispatched rows (SagaStore.dispatch_lease)."""
         self._in_flight: set[uuid.UUID] = set()
         """Message ids this process is dispatching now: the loop never takes them."""
-        self._sweeping = False
+        self._sweeping = True
+        """The first round sweeps: rows this process's previous run leased and never
+        published (it died between its commit and its mark) are not left to their lease."""
 
     async def stop(self) -> None:
         await super().stop()
@@ -187,7 +192,11 @@ class OutboxRelay(BackgroundLoop):
     async def run_once(self) -> bool:
         await self._ensure_listener()
         sweeping, self._sweeping = self._sweeping, False
-        full = await self.publish_batch(sweeping=sweeping) >= self.batch_size
+        try:
+            full = await self.publish_batch(sweeping=sweeping) >= self.batch_size
+        except BaseException:
+            self._sweeping |= sweeping  # the next round (after the backoff) sweeps instead
+            raise
         if full and sweeping:
             self._sweeping = True  # the sweep goes on in the next round
         return full
@@ -261,10 +270,13 @@ class OutboxRelay(BackgroundLoop):
         return confirmed
 
     async def _release(self, messages: Sequence[OutboxMessage]) -> None:
+        """Hand the rows to the loop now, or (the database away) once their lease ran out."""
         try:
             await self._execute(release_leases([message.message_id for message in messages]))
-        except Exception as exc:  # the leases run out on their own
+        except Exception as exc:
             log.warning("outbox lease release failed", extra={"error": error_summary(exc)})
+            # Nothing else would wake the loop for them before its poll.
+            asyncio.get_running_loop().call_later(self.dispatch_lease_seconds + 0.5, self.wake)
 
     async def _execute(self, statement: str) -> None:
         """A statement with its values written in (simple-query protocol, planned per call)."""

@@ -90,6 +90,22 @@ MUTANTS = (
         "test_a_step_committed_without_dispatch_sends_its_commands_when_redelivered",
     ),
     Mutant(
+        "relay-start-sweeps",
+        "orchestrator/relay.py",
+        '        self._sweeping = True\n        """The first round sweeps',
+        '        self._sweeping = False\n        """The first round sweeps',
+        "tests/integration/test_relay.py::"
+        "test_a_relay_starting_sweeps_rows_its_previous_run_leased_and_never_published",
+    ),
+    Mutant(
+        "unreleased-lease-wakes-the-relay",
+        "orchestrator/relay.py",
+        "call_later(self.dispatch_lease_seconds + 0.5, self.wake)",
+        "call_later(3600, self.wake)",
+        "tests/integration/test_relay.py::"
+        "test_rows_a_dispatch_could_not_release_go_out_once_their_lease_ran_out",
+    ),
+    Mutant(
         "dispatch-releases-what-it-did-not-send",
         "orchestrator/relay.py",
         "        if unsent:\n            await self._release(unsent)",

@@ -280,6 +280,64 @@ async def test_a_failed_publish_hands_its_rows_to_the_loop_and_leaves_the_connec
             await engine.dispose()
 
 
+async def test_a_relay_starting_sweeps_rows_its_previous_run_leased_and_never_published(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    """A process that died between its commit and its mark left its rows leased and nothing
+    will arrive twice to ask for a sweep: its next run's relay publishes them at once."""
+    channel = await connection.channel()
+    exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-restart")
+    left = await _add_messages(engine, exchange.name, 3, lease=timedelta(minutes=1))
+    relay = OutboxRelay(
+        engine, connection, commands_exchange=f"t{run_id}-commands", poll_seconds=600
+    )
+    await relay.start()
+    try:
+        assert sorted(await _receive(queue, 3)) == sorted(m.message_id for m in left)
+    finally:
+        await relay.stop()
+        await channel.close()
+
+
+async def test_rows_a_dispatch_could_not_release_go_out_once_their_lease_ran_out(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    """The database went away during a dispatch: neither its mark nor the release of its
+    leases went through. The relay wakes itself when the lease has run out, not at its poll."""
+    channel = await connection.channel()
+    exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-away")
+    lease = timedelta(seconds=1)
+    relay = OutboxRelay(
+        engine,
+        connection,
+        commands_exchange=f"t{run_id}-commands",
+        poll_seconds=600,
+        dispatch_lease_seconds=lease.total_seconds(),
+    )
+    await relay.start()
+    try:
+        async with asyncio.timeout(10):
+            while relay._listener is None:  # its first round (a sweep) is over
+                await asyncio.sleep(0.05)
+        rows = await _add_messages(engine, exchange.name, 2, lease=lease)
+        execute = relay._execute
+
+        async def database_away(statement: str) -> None:
+            raise ConnectionError("database away")
+
+        relay._execute = database_away  # type: ignore[method-assign]
+        assert await relay.dispatch(rows) == 0  # published, but not marked: not counted
+        relay._execute = execute  # type: ignore[method-assign]
+        received = await _receive(queue, 4)  # the dispatch's publish, then the loop's
+        assert sorted(received) == sorted([m.message_id for m in rows] * 2)
+        async with asyncio.timeout(10):
+            while await _unpublished(engine):
+                await asyncio.sleep(0.05)
+    finally:
+        await relay.stop()
+        await channel.close()
+
+
 async def test_a_lost_listen_connection_wakes_the_relay_to_sweep_what_it_missed(
     engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
 ) -> None:
