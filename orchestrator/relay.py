@@ -12,7 +12,9 @@ marks them sent by message id. The batch wrote them with a dispatch lease (`disp
 SagaStore.dispatch_lease): until it runs out the loop leaves them to the dispatch, so there is
 nothing to claim or lock, and a row is still published by one party at a time. Rows the
 dispatch could not publish are released to the loop, which it wakes. Rows whose writer died
-before dispatching wait out their lease, unless a redelivered duplicate asks for a sweep.
+before marking them wait out their lease, unless a redelivered duplicate asks for a sweep or the
+writer's restart sweeps them (its relay's first round): then they may go out twice, which the
+consumers' inboxes absorb.
 
 The relay publishes on a channel of its own. A broker error on it (an exchange deleted under
 it, a broker restart) closes only that channel, never the intake's or the delivery handler's;
