@@ -146,6 +146,7 @@ class Orchestrator:
             resources, self.metrics, interval=self.settings.parking_scan_seconds
         )
         assert self.process is not None
+        self.process.sweep = self.relay.sweep
         self.intake = consume_in_batches(
             resources,
             ORCHESTRATOR,

@@ -102,9 +102,18 @@ class SingleIntake:
     opens none of its own.
     """
 
-    def __init__(self, store: SagaStore, observe: Callable[[StepResult], None]) -> None:
+    def __init__(
+        self,
+        store: SagaStore,
+        observe: Callable[[StepResult], None],
+        sweep: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.observe = observe
+        self.sweep = sweep
+        """As BatchIntake's: a duplicate here may be the step of a batch whose commit went
+        through while the batch failed (it is then retried here one by one), whose rows nobody
+        dispatched."""
 
     async def __call__(self, envelope: Envelope[Any], delivery: AbstractIncomingMessage) -> None:
         try:
@@ -115,6 +124,8 @@ class SingleIntake:
             raise PermanentMessageError(park_reason(refusal), str(refusal)) from None
         crash_point("orchestrator.after_commit_before_ack")
         self.observe(result)
+        if result.duplicate and self.sweep is not None:
+            self.sweep()
 
 
 class BatchIntake:

@@ -106,6 +106,14 @@ MUTANTS = (
         "test_rows_a_dispatch_could_not_release_go_out_once_their_lease_ran_out",
     ),
     Mutant(
+        "one-by-one-duplicate-sweeps",
+        "orchestrator/intake.py",
+        "        if result.duplicate and self.sweep is not None:",
+        "        if False:",
+        "tests/integration/test_store.py::"
+        "test_a_step_that_leaves_its_rows_to_its_caller_leases_them_and_a_late_duplicate_sweeps",
+    ),
+    Mutant(
         "dispatch-releases-what-it-did-not-send",
         "orchestrator/relay.py",
         "        if unsent:\n            await self._release(unsent)",

@@ -6,15 +6,19 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from types import SimpleNamespace
+from typing import cast
 
 import asyncpg
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
 from contracts.envelope import Envelope
 from orchestrator.engine import EngineConfig, Incoming, Outcome
+from orchestrator.intake import SingleIntake
 from orchestrator.store import sql as batch_module
 from orchestrator.store.saga_store import NOTIFY_CHANNEL, SagaStore, unpublished_count
 from orchestrator.store.tables import history, instances, outbox, timers
@@ -431,3 +435,29 @@ async def test_a_commit_with_outbox_rows_wakes_the_relay_unless_the_caller_publi
         assert await wake_ups() >= 2
     finally:
         await listener.close()
+
+
+async def test_a_step_that_leaves_its_rows_to_its_caller_leases_them_and_a_late_duplicate_sweeps(
+    store: SagaStore, engine: AsyncEngine
+) -> None:
+    """The intake's batch leases its outbox rows (the relay loop leaves them to its dispatch).
+    When the batch failed after its commit went through, its messages come back one by one and
+    are duplicates: nobody dispatched their rows, so the one-by-one path asks for a sweep."""
+    intake = order_submitted()
+    (result,) = await store.handle_batch([Incoming.from_envelope(intake)], notify_relay=False)
+    assert not isinstance(result, Exception) and result.outbox
+    async with engine.connect() as conn:
+        remaining = await conn.scalar(
+            select(func.min(outbox.c.dispatch_until - func.now())).where(
+                outbox.c.saga_id == intake.correlation_id
+            )
+        )
+    assert timedelta(seconds=4) < remaining <= store.dispatch_lease
+
+    sweeps: list[str] = []
+    one_by_one = SingleIntake(store, lambda step: None, sweep=lambda: sweeps.append("sweep"))
+    delivery = cast(AbstractIncomingMessage, SimpleNamespace(headers={}))
+    await one_by_one(order_submitted(), delivery)  # a fresh step: its rows wake the relay
+    assert sweeps == []
+    await one_by_one(intake, delivery)
+    assert sweeps == ["sweep"]
