@@ -182,9 +182,8 @@ class OutboxRelay(BackgroundLoop):
         """The lease the store gives dispatched rows (SagaStore.dispatch_lease)."""
         self._in_flight: set[uuid.UUID] = set()
         """Message ids this process is dispatching now: the loop never takes them."""
-        self._sweeping = True
-        """The first round sweeps: rows this process's previous run leased and never
-        published (it died between its commit and its mark) are not left to their lease."""
+        self._sweeping = False
+        """The next round publishes leased rows too (`sweep`, and every new listener)."""
 
     async def stop(self) -> None:
         await super().stop()
@@ -431,6 +430,11 @@ class OutboxRelay(BackgroundLoop):
         # NOTIFYs sent while the listener is gone are lost: when it drops, wake up, reconnect
         # (with the loop's backoff while the database is away) and sweep what was missed.
         self._listener.add_termination_listener(lambda *_: self.wake())
+        # A new listener means a start, or a database that went away. Either way leased rows
+        # may have no one left to publish them: this process's previous run died before its
+        # marks, or the database lost marks committed without their WAL flush (restart,
+        # failover). Sweep them now rather than after their lease and a poll.
+        self._sweeping = True
 
     async def _close_listener(self) -> None:
         if self._listener is not None:

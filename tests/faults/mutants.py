@@ -92,8 +92,10 @@ MUTANTS = (
     Mutant(
         "relay-start-sweeps",
         "orchestrator/relay.py",
-        '        self._sweeping = True\n        """The first round sweeps',
-        '        self._sweeping = False\n        """The first round sweeps',
+        "        # failover). Sweep them now rather than after their lease and a poll.\n"
+        "        self._sweeping = True",
+        "        # failover). Sweep them now rather than after their lease and a poll.\n"
+        "        self._sweeping = False",
         "tests/integration/test_relay.py::"
         "test_a_relay_starting_sweeps_rows_its_previous_run_leased_and_never_published",
     ),

@@ -343,7 +343,8 @@ async def test_a_lost_listen_connection_wakes_the_relay_to_sweep_what_it_missed(
 ) -> None:
     """A NOTIFY sent while the relay's LISTEN connection is gone is lost: when the connection
     drops (a database restart, a terminated backend) the relay reconnects and publishes every
-    waiting row without waiting for its poll."""
+    waiting row without waiting for its poll, leased rows included (a restart may have lost the
+    marks of rows their dispatch had published)."""
     channel = await connection.channel()
     exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-listen")
     relay = OutboxRelay(
@@ -356,11 +357,13 @@ async def test_a_lost_listen_connection_wakes_the_relay_to_sweep_what_it_missed(
                 await asyncio.sleep(0.05)
         listener_pid = relay._listener.get_server_pid()
         waiting = await _add_rows(engine, exchange.name, 3)  # committed without a NOTIFY
+        leased = await _add_messages(engine, exchange.name, 2, lease=timedelta(minutes=1))
+        waiting += [m.message_id for m in leased]
         async with engine.connect() as conn:
             await conn.execute(
                 select(func.pg_terminate_backend(listener_pid))  # type: ignore[arg-type]
             )
-        assert sorted(await _receive(queue, 3)) == sorted(waiting)
+        assert sorted(await _receive(queue, 5)) == sorted(waiting)
         async with asyncio.timeout(10):
             while await _unpublished(engine):
                 await asyncio.sleep(0.05)
