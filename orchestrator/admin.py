@@ -257,7 +257,7 @@ class SagaAdmin:
                 await conn.execute(
                     update(outbox)
                     .where(outbox.c.message_id.in_(awaited))
-                    .values(published_at=None)
+                    .values(published_at=None, dispatch_until=None)  # the relay's, at once
                     .returning(outbox.c.message_id, outbox.c.message_type)
                 )
             ).all()
