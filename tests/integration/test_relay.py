@@ -96,6 +96,13 @@ async def _exchange_with_queue(
     return exchange, queue
 
 
+async def _listening(relay: OutboxRelay) -> None:
+    """Until the started relay's first round has connected its listener (within 10 s)."""
+    async with asyncio.timeout(10):
+        while relay._listener is None:
+            await asyncio.sleep(0.05)
+
+
 async def _unpublished(engine: AsyncEngine) -> set[uuid.UUID]:
     async with engine.connect() as conn:
         rows = await conn.scalars(
@@ -316,9 +323,7 @@ async def test_rows_a_dispatch_could_not_release_go_out_once_their_lease_ran_out
     )
     await relay.start()
     try:
-        async with asyncio.timeout(10):
-            while relay._listener is None:  # its first round (a sweep) is over
-                await asyncio.sleep(0.05)
+        await _listening(relay)
         rows = await _add_messages(engine, exchange.name, 2, lease=lease)
         execute = relay._execute
 
@@ -352,9 +357,7 @@ async def test_a_lost_listen_connection_wakes_the_relay_to_sweep_what_it_missed(
     )
     await relay.start()
     try:
-        async with asyncio.timeout(10):
-            while relay._listener is None:  # its first round connects the listener
-                await asyncio.sleep(0.05)
+        await _listening(relay)
         listener_pid = relay._listener.get_server_pid()
         waiting = await _add_rows(engine, exchange.name, 3)  # committed without a NOTIFY
         leased = await _add_messages(engine, exchange.name, 2, lease=timedelta(minutes=1))
