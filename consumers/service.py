@@ -19,7 +19,7 @@ from consumers.runtime import WorkerProcess, WorkerSpec
 from consumers.settings import WorkerSettings
 from contracts.registry import reply_types
 from contracts.topology import ORCHESTRATOR
-from sagaline.messaging.declare import declare_consumer, declaring
+from sagaline.messaging.declare import declare_at_startup, declare_consumer
 from sagaline.messaging.delivery import Process
 from sagaline.messaging.senders import SenderPolicy
 from sagaline.service import Background, Resources, build_service, consume_in_batches
@@ -95,5 +95,8 @@ async def declare_reply_destination(resources: Resources) -> None:
     """
     topology = resources.topology
     replies = [(topology.events_exchange, t.message_type) for t in reply_types()]
-    async with declaring(resources.connection) as channel:
-        await declare_consumer(channel, topology, ORCHESTRATOR, replies)
+    await declare_at_startup(
+        resources.connection,
+        lambda channel: declare_consumer(channel, topology, ORCHESTRATOR, replies),
+        within=resources.settings.startup_declare_seconds,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from aio_pika.abc import AbstractChannel
 from faststream.asgi import AsgiFastStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +24,7 @@ from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from orchestrator.workflows.loading import load_workflows
 from sagaline.messaging.batching import QueueBatches
-from sagaline.messaging.declare import declare_consumer, declaring
+from sagaline.messaging.declare import declare_at_startup, declare_consumer
 from sagaline.messaging.senders import SenderPolicy
 from sagaline.service import Background, Resources, build_service, consume_in_batches
 from sagaline.settings import Settings
@@ -100,10 +101,15 @@ class Orchestrator:
         # Declaring worker queues here makes commands routable even before a worker first
         # starts: they wait in the queue instead of being returned to the relay.
         topology = resources.topology
-        async with declaring(resources.connection) as channel:
+
+        async def declare(channel: AbstractChannel) -> None:
             for worker, commands in WORKER_COMMANDS.items():
                 bindings = [(topology.commands_exchange, c.message_type) for c in commands]
                 await declare_consumer(channel, topology, worker, bindings)
+
+        await declare_at_startup(
+            resources.connection, declare, within=self.settings.startup_declare_seconds
+        )
 
     def _make_process(self, resources: Resources) -> SingleIntake:
         self.metrics = SagaMetrics(resources.registry)

@@ -33,7 +33,7 @@ from sagaline.messaging.batching import (
     BatchProcessor,
     QueueBatches,
 )
-from sagaline.messaging.declare import declare_consumer, declaring
+from sagaline.messaging.declare import declare_at_startup, declare_consumer
 from sagaline.messaging.delivery import DeliveryHandler, Process
 from sagaline.messaging.link_log import LinkLog
 from sagaline.messaging.senders import SenderPolicy
@@ -130,8 +130,11 @@ def build_service(
         resources.connection = await connect_amqp(settings)
         link.watch(resources.connection, "sagaline")
         resources.channel = await confirm_channel(resources.connection)
-        async with declaring(resources.connection) as channel:
-            await declare_consumer(channel, topology, consumer, bindings(topology))
+        await declare_at_startup(
+            resources.connection,
+            lambda channel: declare_consumer(channel, topology, consumer, bindings(topology)),
+            within=settings.startup_declare_seconds,
+        )
         if prepare is not None:
             await prepare(resources)
         resources.handler = DeliveryHandler(

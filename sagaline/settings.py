@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     """Orchestrator and workers: a pooled connection idle this long is pinged before use
     (0: before every use). Their batches are held and retried through an outage, so a dead
     connection in steady use costs one retry; other processes always ping."""
+    startup_declare_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """At start-up, how long a process keeps declaring its queues while a queue's home node is
+    down or inaccessible (a cluster node away) before it gives up and exits."""
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     dispatch_lease_seconds: float = Field(default=5.0, gt=0, le=3600)

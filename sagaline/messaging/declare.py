@@ -6,14 +6,24 @@ subscribers then attach to the queue passively, so arguments are set in exactly 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
+from aiormq.exceptions import ChannelNotFoundEntity
 
 from contracts.behaviour import EXCHANGE_TYPES
 from contracts.topology import Topology
+
+log = logging.getLogger("sagaline.declare")
+
+FIRST_PAUSE = 0.5
+LONGEST_PAUSE = 5.0
+"""Seconds between declarations while a queue's home node is away (doubling from the first)."""
 
 
 @asynccontextmanager
@@ -30,6 +40,48 @@ async def declaring(connection: AbstractConnection) -> AsyncIterator[AbstractCha
         yield channel
     finally:
         await channel.close()
+
+
+def home_node_away(exc: BaseException) -> bool:
+    """RabbitMQ's refusal to declare a classic durable queue whose home node it cannot reach:
+    `NOT_FOUND - home node '...' of durable queue '...' in vhost '/' is down or inaccessible`.
+    On a cluster it answers so while that node is down, and for a moment while a queue that
+    another process declared at the same time through another node is still being created."""
+    return isinstance(exc, ChannelNotFoundEntity) and "home node" in str(exc)
+
+
+async def declare_at_startup(
+    connection: AbstractConnection,
+    declare: Callable[[AbstractChannel], Awaitable[object]],
+    *,
+    within: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run `declare` on a fresh declaring channel; while a queue's home node is away, declare
+    again (the refusal closed the channel) with a doubling pause, for up to `within` seconds.
+
+    Without this a process started while a node is down (or racing another process's first
+    declaration on another node) exits, and its restart policy turns that into a crash loop.
+    Any other refusal, or one that lasts past `within`, is raised: the process does not start.
+    """
+    deadline = clock() + within
+    pause = FIRST_PAUSE
+    while True:
+        try:
+            async with declaring(connection) as channel:
+                await declare(channel)
+            return
+        except ChannelNotFoundEntity as exc:
+            if not home_node_away(exc) or clock() + pause > deadline:
+                raise
+            log.warning(
+                "a queue's home node is down or inaccessible; declaring again",
+                # The broker's own text names the node and the queue, nothing of any message.
+                extra={"broker_reply": str(exc)[:300], "retry_in_seconds": pause},
+            )
+        await sleep(pause)
+        pause = min(pause * 2, LONGEST_PAUSE)
 
 
 async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> None:

@@ -116,6 +116,14 @@ MUTANTS = (
         "test_a_step_that_leaves_its_rows_to_its_caller_leases_them_and_a_late_duplicate_sweeps",
     ),
     Mutant(
+        "startup-waits-for-a-queues-home-node",
+        "sagaline/messaging/declare.py",
+        '    return isinstance(exc, ChannelNotFoundEntity) and "home node" in str(exc)',
+        "    return False",
+        "tests/faults/test_cluster.py::"
+        "test_a_process_starting_while_its_queues_home_node_is_down_waits_for_it",
+    ),
+    Mutant(
         "dispatch-releases-what-it-did-not-send",
         "orchestrator/relay.py",
         "        if unsent:\n            await self._release(unsent)",

@@ -8,7 +8,9 @@
    the next one, the quorum queues elect new leaders), and the checker must find nothing lost
    and nothing done twice. The report says how long throughput stopped: the longest stretch
    without any saga transition once the node was killed.
-2. Replicas on three hosts (network namespaces, tests/faults/hosts.py), one host cut off under
+2. A process that starts while the node holding its parking queue (classic) is down keeps declaring
+   them (logged) instead of exiting, and starts once the node is back.
+3. Replicas on three hosts (network namespaces, tests/faults/hosts.py), one host cut off under
    load and back (the test's own docstring says what must hold). Skipped, with the command
    that failed, where namespaces cannot be made.
 """
@@ -18,13 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 
 from contracts.topology import ORCHESTRATOR
+from sagaline.messaging.declare import (
+    declare_at_startup,
+    declare_consumer,
+    declaring,
+    delete_consumer,
+)
 from sagaline.settings import Settings
 from tests.faults.checker import wait_for_end
 from tests.faults.cluster import Cluster, three_nodes
@@ -179,6 +189,65 @@ async def test_the_node_leading_the_queues_killed_under_load_and_restarted(
         f"a process got its broker link back only once the node returned: {outages}"
     )
     await scenario.verify(within=120)
+
+
+async def test_a_process_starting_while_its_queues_home_node_is_down_waits_for_it(
+    settings: Settings, cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parking queue is classic: it lives on the node that first declared it, and RabbitMQ
+    refuses to declare it again while that node is down. A process starting
+    then must wait for the node (declaring again, with a warning naming the queue) and go on
+    once it is back, instead of exiting into its restart policy's crash loop."""
+    topology = settings.model_copy(update={"namespace": f"{settings.namespace}-home"}).topology
+    home, other = cluster.nodes[2], cluster.nodes[0]
+    bindings = [(topology.commands_exchange, "ChargePayment")]
+
+    def declare(channel: aio_pika.abc.AbstractChannel) -> Awaitable[object]:
+        return declare_consumer(channel, topology, WORKER, bindings)
+
+    first = await aio_pika.connect(home.amqp_url)
+    try:
+        async with declaring(first) as channel:
+            await declare(channel)  # the parking queue is homed on `home`
+    finally:
+        await first.close()
+    connection = await aio_pika.connect(other.amqp_url)
+    starting: asyncio.Task[None] | None = None
+    try:
+        cluster.kill(home)
+        with caplog.at_level(logging.WARNING, logger="sagaline.declare"):
+            starting = asyncio.create_task(declare_at_startup(connection, declare, within=120))
+            replies = await eventually(
+                lambda: _home_node_warnings(caplog),
+                within=30,
+                what="a warning that the queues' home node is away",
+            )
+            assert not starting.done(), "declared although the home node was down"
+            await cluster.restart(home)
+            await asyncio.wait_for(starting, timeout=90)
+        assert home.node.split("@")[0] in replies[0]
+        assert topology.parking_queue(WORKER) in replies[0]
+        async with declaring(connection) as channel:  # all there, and usable
+            parking = await channel.declare_queue(topology.parking_queue(WORKER), passive=True)
+            assert parking.name == topology.parking_queue(WORKER)
+    finally:
+        if starting is not None and not starting.done():
+            starting.cancel()
+        if home not in cluster.running():
+            await cluster.restart(home)
+        with contextlib.suppress(Exception):
+            async with declaring(connection) as channel:
+                await delete_consumer(channel, topology, WORKER)
+        await connection.close()
+
+
+async def _home_node_warnings(caplog: pytest.LogCaptureFixture) -> list[str] | None:
+    replies = [
+        str(getattr(record, "broker_reply", ""))
+        for record in caplog.records
+        if record.name == "sagaline.declare"
+    ]
+    return replies or None
 
 
 def _link_outages(log: str) -> list[float]:
