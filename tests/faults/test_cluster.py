@@ -8,8 +8,8 @@
    the next one, the quorum queues elect new leaders), and the checker must find nothing lost
    and nothing done twice. The report says how long throughput stopped: the longest stretch
    without any saga transition once the node was killed.
-2. A process that starts while the node holding its parking queue (classic) is down keeps declaring
-   them (logged) instead of exiting, and starts once the node is back.
+2. A process that starts while the node holding its parking queue (a classic queue) is down
+   keeps declaring its queues (logged) instead of exiting, and starts once the node is back.
 3. Replicas on three hosts (network namespaces, tests/faults/hosts.py), one host cut off under
    load and back (the test's own docstring says what must hold). Skipped, with the command
    that failed, where namespaces cannot be made.
@@ -195,9 +195,9 @@ async def test_a_process_starting_while_its_queues_home_node_is_down_waits_for_i
     settings: Settings, cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A parking queue is classic: it lives on the node that first declared it, and RabbitMQ
-    refuses to declare it again while that node is down. A process starting
-    then must wait for the node (declaring again, with a warning naming the queue) and go on
-    once it is back, instead of exiting into its restart policy's crash loop."""
+    refuses to declare it again while that node is down. A process starting then must wait
+    for the node (declaring again, with a warning naming the queue) and go on once it is back,
+    instead of exiting into its restart policy's crash loop."""
     topology = settings.model_copy(update={"namespace": f"{settings.namespace}-home"}).topology
     home, other = cluster.nodes[2], cluster.nodes[0]
     bindings = [(topology.commands_exchange, "ChargePayment")]
