@@ -42,6 +42,16 @@ def parse_system(text: str) -> tuple[float, float]:
     raise ValueError("no cpu line")
 
 
+def parse_steal(text: str) -> float | None:
+    """CPU seconds the hypervisor gave to other guests while ours had work ("steal", the
+    eighth value of /proc/stat's cpu line), or None where the kernel does not report it."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            values = line.split()[1:]
+            return int(values[7]) / _TICKS if len(values) > 7 else None
+    return None
+
+
 def listening_inodes(proc_net_tcp: str, port: int) -> set[str]:
     """Socket inodes listening on `port`, from /proc/net/tcp(6) text."""
     inodes = set()
@@ -94,6 +104,8 @@ class CpuSnapshot:
     """pid -> (group, CPU seconds so far) for the processes of interest."""
     busy: float = 0.0
     total: float = 0.0
+    steal: float | None = None
+    """Of `busy`, the part stolen by the hypervisor (None: not reported)."""
 
 
 def snapshot(named_pids: dict[str, int], servers: dict[int, str] | None = None) -> CpuSnapshot:
@@ -114,15 +126,18 @@ def snapshot(named_pids: dict[str, int], servers: dict[int, str] | None = None) 
         if group is not None:
             by_pid[pid] = (group, seconds)
     try:
-        busy, total = parse_system(Path("/proc/stat").read_text())
+        system = Path("/proc/stat").read_text()
+        busy, total = parse_system(system)
+        steal = parse_steal(system)
     except (OSError, ValueError):
         busy = total = 0.0
-    return CpuSnapshot(by_pid, busy, total)
+        steal = None
+    return CpuSnapshot(by_pid, busy, total, steal)
 
 
 def usage(before: CpuSnapshot, after: CpuSnapshot, wall_seconds: float) -> dict[str, float]:
-    """Cores used on average per group over the interval, plus `other` (the rest) and
-    `machine` (all cores busy).
+    """Cores used on average per group over the interval, plus `other` (the rest), `steal`
+    (where the kernel reports it) and `machine` (all cores busy, steal included).
 
     Per pid, so that a process that started meanwhile counts from zero; one that exited
     meanwhile (a short-lived PostgreSQL backend) is missing, never negative.
@@ -136,8 +151,15 @@ def usage(before: CpuSnapshot, after: CpuSnapshot, wall_seconds: float) -> dict[
         groups[group] = groups.get(group, 0.0) + max(0.0, spent)
     result = {group: round(spent / wall_seconds, 2) for group, spent in sorted(groups.items())}
     machine = (after.busy - before.busy) / wall_seconds
+    stolen = 0.0
+    if before.steal is not None and after.steal is not None:
+        # Time the VM wanted to run and the hypervisor ran another guest: every process here
+        # was slower for it. A few tenths of a core of it explain a noisy run.
+        stolen = max(0.0, after.steal - before.steal) / wall_seconds
     # Everything else: the benchmark's own polling, and whatever else runs on the box. More
     # than a few tenths of a core means the figure was measured on a busy machine.
-    result["other"] = round(max(0.0, machine - sum(groups.values()) / wall_seconds), 2)
+    result["other"] = round(max(0.0, machine - stolen - sum(groups.values()) / wall_seconds), 2)
+    if before.steal is not None and after.steal is not None:
+        result["steal"] = round(stolen, 2)
     result["machine"] = round(machine, 2)
     return result

@@ -53,6 +53,22 @@ def test_parse_system_counts_idle_and_iowait_as_not_busy() -> None:
     assert total == pytest.approx(1000 / cpu._TICKS)
 
 
+def test_parse_steal_reads_the_eighth_value_of_the_cpu_line() -> None:
+    assert cpu.parse_steal("cpu  100 0 50 800 50 0 0 30 0 0\n") == pytest.approx(30 / cpu._TICKS)
+    assert cpu.parse_steal("cpu  100 0 50 800\n") is None
+
+
+def test_usage_reports_stolen_cores_apart_from_other() -> None:
+    before = cpu.CpuSnapshot({1: ("orchestrator", 10.0)}, busy=100.0, total=200.0, steal=4.0)
+    after = cpu.CpuSnapshot({1: ("orchestrator", 11.0)}, busy=103.0, total=204.0, steal=4.6)
+    assert cpu.usage(before, after, 2.0) == {
+        "orchestrator": 0.5,
+        "other": 0.7,  # 1.5 cores busy: 0.5 ours, 0.3 stolen
+        "steal": 0.3,
+        "machine": 1.5,
+    }
+
+
 def test_usage_is_per_pid_and_never_negative() -> None:
     before = cpu.CpuSnapshot({1: ("orchestrator", 10.0), 2: ("postgresql", 5.0),
                               3: ("postgresql", 9.0)}, busy=100.0, total=200.0)  # fmt: skip
