@@ -333,6 +333,12 @@ def _rounds(lat: Mapping[str, Any]) -> str:
             f"; pooled rounds: p99 {pooled['p99_ms']:.1f} ms against the relay's"
             f" {pooled['relay_p99_ms']:.1f} = {pooled['p99_ratio']:.2f}x"
         )
+    steal = lat.get("rounds_steal") or []
+    if any(value is not None for pair in steal for value in pair):
+        shown = ", ".join(
+            "/".join("?" if v is None else f"{v:.2f}" for v in pair) for pair in steal
+        )
+        text += f"; cores stolen by the hypervisor per round (relay/orchestrator): {shown}"
     return text
 
 

@@ -19,11 +19,17 @@ def test_the_round_with_the_median_ratio_is_the_result(monkeypatch: pytest.Monke
 
     async def relay(*_: Any) -> dict[str, Any]:
         calls.append("relay")
-        return {"p99_ms": next(relay_p99), latency.TOTALS: [5.0] * 99 + [10.0]}
+        steal = {"steal": 0.0} if calls.count("relay") != 2 else {}  # one round unreported
+        return {"p99_ms": next(relay_p99), "cpu_cores": steal, latency.TOTALS: [5.0] * 99 + [10.0]}
 
     async def orchestrator(*_: Any) -> dict[str, Any]:
         calls.append("orchestrator")
-        return {"p99_ms": next(orchestrator_p99), latency.TOTALS: [20.0] * 99 + [30.0]}
+        stolen = 0.4 if calls.count("orchestrator") == 1 else 0.01
+        return {
+            "p99_ms": next(orchestrator_p99),
+            "cpu_cores": {"orchestrator": 0.6, "steal": stolen},
+            latency.TOTALS: [20.0] * 99 + [30.0],
+        }
 
     monkeypatch.setattr(latency, "relay_latency", relay)
     monkeypatch.setattr(latency, "orchestrator_latency", orchestrator)
@@ -42,6 +48,9 @@ def test_the_round_with_the_median_ratio_is_the_result(monkeypatch: pytest.Monke
     assert pooled["p99_ms"] == pytest.approx(20.0 + 10.0 * 0.01)
     assert pooled["p99_ratio"] == pytest.approx(20.1 / 5.05)
     assert latency.TOTALS not in result and latency.TOTALS not in result["relay"]
+    # Each round's stolen cores, [relay, orchestrator]: the first round's orchestrator ran
+    # while the hypervisor took 0.4 of a core.
+    assert result["rounds_steal"] == [[0.0, 0.4], [None, 0.01], [0.0, 0.01]]
 
 
 def test_one_round_has_no_pooled_figure(monkeypatch: pytest.MonkeyPatch) -> None:

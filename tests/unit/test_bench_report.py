@@ -175,6 +175,19 @@ def test_pooled_rounds_are_shown_beside_the_verdict_they_do_not_change() -> None
     assert "pooled rounds: p99 75.0 ms against the relay's 20.0 = 3.75x" in p99.note
 
 
+def test_each_rounds_stolen_cores_are_shown_so_a_disturbed_round_can_be_told_apart() -> None:
+    latency = {"p99_ratio": 2.9, "rounds": [3.4, 22.1, 2.9],
+               "rounds_steal": [[0.0, 0.01], [0.0, 0.46], [None, 0.02]]}  # fmt: skip
+    p99 = by_key(figures(results(latency=latency)))["latency_p99_ms"]
+    assert p99.status == PASS  # shown beside the verdict, which stays the median round's
+    shown = "stolen by the hypervisor per round (relay/orchestrator): 0.00/0.01, 0.00/0.46, ?/0.02"
+    assert shown in p99.note
+    unknown = results(
+        latency={"p99_ratio": 2.9, "rounds": [3.4, 2.9], "rounds_steal": [[None, None]] * 2}
+    )
+    assert "stolen" not in by_key(figures(unknown))["latency_p99_ms"].note
+
+
 def test_a_timer_that_did_not_fire_exactly_once_is_spelled_out() -> None:
     changes = {"timers": {"fired_once": False, "fired_more_than_once": 3, "due_timers_left": 2}}
     note = by_key(figures(results(**changes)))["timers_all_fired_seconds"].note
