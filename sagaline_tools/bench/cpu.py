@@ -151,15 +151,16 @@ def usage(before: CpuSnapshot, after: CpuSnapshot, wall_seconds: float) -> dict[
         groups[group] = groups.get(group, 0.0) + max(0.0, spent)
     result = {group: round(spent / wall_seconds, 2) for group, spent in sorted(groups.items())}
     machine = (after.busy - before.busy) / wall_seconds
-    stolen = 0.0
+    stolen: float | None = None
     if before.steal is not None and after.steal is not None:
         # Time the VM wanted to run and the hypervisor ran another guest: every process here
         # was slower for it. A few tenths of a core of it explain a noisy run.
         stolen = max(0.0, after.steal - before.steal) / wall_seconds
     # Everything else: the benchmark's own polling, and whatever else runs on the box. More
     # than a few tenths of a core means the figure was measured on a busy machine.
-    result["other"] = round(max(0.0, machine - stolen - sum(groups.values()) / wall_seconds), 2)
-    if before.steal is not None and after.steal is not None:
+    ours = sum(groups.values()) / wall_seconds
+    result["other"] = round(max(0.0, machine - (stolen or 0.0) - ours), 2)
+    if stolen is not None:
         result["steal"] = round(stolen, 2)
     result["machine"] = round(machine, 2)
     return result
