@@ -31,25 +31,28 @@ def parse_stat_parent(text: str) -> tuple[str, float, int]:
     return name, seconds, ppid
 
 
-def parse_system(text: str) -> tuple[float, float]:
-    """(busy, total) CPU seconds of all cores from /proc/stat text."""
+def _all_cores(text: str) -> list[int]:
+    """The clock ticks of /proc/stat's "cpu" line (all cores): user, nice, system, idle,
+    iowait, irq, softirq, steal, ..."""
     for line in text.splitlines():
         if line.startswith("cpu "):
-            values = [int(v) for v in line.split()[1:]]
-            idle = values[3] + (values[4] if len(values) > 4 else 0)
-            total = sum(values[:8])
-            return (total - idle) / _TICKS, total / _TICKS
+            return [int(v) for v in line.split()[1:]]
     raise ValueError("no cpu line")
+
+
+def parse_system(text: str) -> tuple[float, float]:
+    """(busy, total) CPU seconds of all cores from /proc/stat text."""
+    values = _all_cores(text)
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    total = sum(values[:8])
+    return (total - idle) / _TICKS, total / _TICKS
 
 
 def parse_steal(text: str) -> float | None:
     """CPU seconds the hypervisor gave to other guests while ours had work ("steal", the
-    eighth value of /proc/stat's cpu line), or None where the kernel does not report it."""
-    for line in text.splitlines():
-        if line.startswith("cpu "):
-            values = line.split()[1:]
-            return int(values[7]) / _TICKS if len(values) > 7 else None
-    return None
+    eighth value of the cpu line), or None where the kernel does not report it."""
+    values = _all_cores(text)
+    return values[7] / _TICKS if len(values) > 7 else None
 
 
 def listening_inodes(proc_net_tcp: str, port: int) -> set[str]:
