@@ -51,7 +51,12 @@ from sagaline_tools.bench.orchestrator_run import (
 )
 from sagaline_tools.bench.procs import Child
 from sagaline_tools.bench.progress import Step
-from sagaline_tools.bench.stage_report import orchestrator_stages, summarize, totals_ms
+from sagaline_tools.bench.stage_report import (
+    batching,
+    orchestrator_stages,
+    summarize,
+    totals_ms,
+)
 from sagaline_tools.bench.stats import median_round, percentile, ratio
 from sagaline_tools.bench.watch import sample_until
 from sagaline_tools.bench.workload import order_envelope
@@ -230,7 +235,8 @@ async def orchestrator_latency(
     finally:
         await conn.close()
         await env.stop(stub, orchestrator)  # the orchestrator's last batch lines are written
-    timings = orchestrator_stages(_lines(stage_log))
+    lines = _lines(stage_log)
+    timings = orchestrator_stages(lines)
     if not timings.messages:
         raise RuntimeError("no command latencies recorded")
     return {
@@ -241,6 +247,7 @@ async def orchestrator_latency(
         "seconds": offered,
         "cpu_cores": cpu_cores,
         "batches_untimed": timings.incomplete,
+        "batching": batching(lines),
         **summarize(timings.messages, timings.parts),
         TOTALS: totals_ms(timings.messages),
     }

@@ -78,6 +78,30 @@ def orchestrator_stages(lines: Iterable[str]) -> OrchestratorTimings:
     return OrchestratorTimings(messages, parts, incomplete)
 
 
+def batching(lines: Iterable[str]) -> dict[str, float] | None:
+    """How the deliveries were batched, over every batch of the log: batches per second (from
+    the first collection to the last) and deliveries per batch. At a steady rate below the
+    orchestrator's ceiling, its CPU follows the batches more than the messages: each batch pays
+    its round trips, frames and wake-ups, on caches the other processes have cooled (README,
+    Benchmark, 2026-12-07). None when fewer than two batches were logged."""
+    collected: list[float] = []
+    deliveries = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        batch: dict[str, Any] = json.loads(line)
+        collected.append(batch["collected"])
+        deliveries += len(batch["received"])
+    span = max(collected, default=0.0) - min(collected, default=0.0)
+    if len(collected) < 2 or span <= 0:
+        return None
+    return {
+        "batches": len(collected),
+        "per_s": round((len(collected) - 1) / span, 1),
+        "mean_size": round(deliveries / len(collected), 2),
+    }
+
+
 def _spans(batch: Mapping[str, Any], marks: Sequence[tuple[str, str]]) -> StageTimes:
     """ms between consecutive marks, named by the later one's stage; {} if one is missing."""
     if any(mark not in batch for _, mark in marks):

@@ -50,12 +50,16 @@ def results(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ]},
         "latency": {"p50_ms": 9.0, "p95_ms": 20.0, "p99_ms": 40.0, "count": 900,
                     "offered_transitions_per_s": 1350.0, "p99_ratio": 2.0,
+                    "achieved_transitions_per_s": 1000.0,
+                    "cpu_cores": {"orchestrator": 0.8, "machine": 1.5},
+                    "batching": {"batches": 2000, "per_s": 100.0, "mean_size": 10.0},
                     "stages_p50_ms": {"wait": 4.0, "transaction": 3.0},
                     "stages_tail_ms": {"wait": 9.0, "transaction": 25.0},
                     "transaction_parts_p50_ms": {"begin": 0.5, "write": 2.5},
                     "transaction_parts_tail_ms": {"begin": 5.0, "write": 20.0},
                     "relay": {"p50_ms": 7.0, "p95_ms": 15.0, "p99_ms": 20.0, "messages": 40_000,
                               "offered_msgs_per_s": 1350.0, "loop": "1 in 4 paced",
+                              "cpu_cores": {"relay": 0.4},
                               "stages_p50_ms": {"wait": 5.0, "confirm": 2.0},
                               "stages_tail_ms": {"wait": 10.0, "confirm": 9.0}}},
         "scale": {"transitions_per_s": 2500.0, "orders": 3000, "finished": 1_000_000,
@@ -301,3 +305,18 @@ def test_the_seeded_rate_is_compared_with_the_empty_tables_measured_right_after_
     slower = {"transitions_per_s": 2800.0, "rounds": [2800.0]}
     figs = by_key(figures(results(scale={"transitions_per_s": 2500.0, "empty_beside": slower})))
     assert figs["scale_transitions_per_s"].status == FAIL
+
+
+def test_the_latency_notes_give_cpu_per_transition_per_batch_and_per_relayed_message() -> None:
+    figs = by_key(figures(results()))
+    # 0.8 cores at 1,000 transitions/s in 100 batches/s; the relay 0.4 cores at 1,350/s.
+    assert (
+        "batches: 100.0/s of 10.00 deliveries; orch CPU 0.80 ms per transition, 8.00 ms per batch"
+        in figs["latency_p50_ms"].note
+    )
+    assert "relay CPU 0.30 ms per arrival" in figs["latency_relay_p99_ms"].note
+    older = results(latency={"batching": None, "cpu_cores": {}})
+    older["latency"]["relay"] = {**older["latency"]["relay"], "cpu_cores": {}}
+    figs = by_key(figures(older))
+    assert "batches" not in figs["latency_p50_ms"].note
+    assert "relay CPU" not in figs["latency_relay_p99_ms"].note

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from sagaline_tools.bench.stage_report import orchestrator_stages, stage_text, summarize
+from sagaline_tools.bench.stage_report import (
+    batching,
+    orchestrator_stages,
+    stage_text,
+    summarize,
+)
 
 
 def batch(**changes: object) -> str:
@@ -84,3 +89,20 @@ def test_the_summary_splits_the_slowest_transactions_into_their_parts() -> None:
     summary = summarize(fast + slow, quick_parts + slow_parts)
     assert summary["transaction_parts_p50_ms"] == {"begin": 0.5, "write": 2.5}
     assert summary["transaction_parts_tail_ms"] == {"begin": 2.0, "write": 28.0}
+
+
+def test_batching_counts_every_batch_and_its_deliveries_per_second_of_the_log() -> None:
+    lines = [
+        batch(collected=1.0, received=[0.99]),
+        "",
+        batch(collected=1.5, received=[1.49, 1.495, 1.499], caused=[False, False, False]),
+        batch(collected=3.0, received=[2.99, 2.995], caused=[True, True]),
+    ]
+    # Three batches collected over 2 s: two intervals, one per second; six deliveries.
+    assert batching(lines) == {"batches": 3, "per_s": 1.0, "mean_size": 2.0}
+
+
+def test_batching_needs_two_batches_apart_in_time() -> None:
+    assert batching([]) is None
+    assert batching([batch()]) is None
+    assert batching([batch(), batch()]) is None
