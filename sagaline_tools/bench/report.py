@@ -293,7 +293,9 @@ def _batch_cpu(lat: Mapping[str, Any]) -> str:
     """How the events were batched and what the orchestrator's CPU cost per transition and per
     batch, e.g. "batches: 65.0/s of 11.20 deliveries; orch CPU 0.80 ms per transition, 8.77 ms
     per batch". Beside the orchestrator section's per-transition figure (full batches) it shows
-    how much of the load at this rate is per batch rather than per message."""
+    how much of the load at this rate is per batch rather than per message. The cores are
+    measured while the load is offered and the batch rate over the whole stage log, which adds
+    the second or so of draining: close enough for a cost that is 3 ms or 10 ms."""
     batching = lat.get("batching")
     cores = (lat.get("cpu_cores") or {}).get("orchestrator")
     rate = lat.get("achieved_transitions_per_s") or lat.get("offered_transitions_per_s")

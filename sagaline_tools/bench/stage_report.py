@@ -83,7 +83,7 @@ def batching(lines: Iterable[str]) -> dict[str, float] | None:
     the first collection to the last) and deliveries per batch. At a steady rate below the
     orchestrator's ceiling, its CPU follows the batches more than the messages: each batch pays
     its round trips, frames and wake-ups, on caches the other processes have cooled (README,
-    Benchmark, 2026-12-07). None when fewer than two batches were logged."""
+    Benchmark, "2026-12-07 day"). None when fewer than two batches were logged."""
     collected: list[float] = []
     deliveries = 0
     for line in lines:
