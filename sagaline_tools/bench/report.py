@@ -297,10 +297,10 @@ def _batch_cpu(lat: Mapping[str, Any]) -> str:
     measured while the load is offered and the batch rate over the whole stage log, which adds
     the second or so of draining: close enough for a cost that is 3 ms or 10 ms."""
     batching = lat.get("batching")
-    cores = (lat.get("cpu_cores") or {}).get("orchestrator")
-    rate = lat.get("achieved_transitions_per_s") or lat.get("offered_transitions_per_s")
     if not batching:
         return ""
+    cores = (lat.get("cpu_cores") or {}).get("orchestrator")
+    rate = lat.get("achieved_transitions_per_s") or lat.get("offered_transitions_per_s")
     text = f"batches: {batching['per_s']:.1f}/s of {batching['mean_size']:.2f} deliveries"
     if cores is None or not rate or not batching["per_s"]:
         return text

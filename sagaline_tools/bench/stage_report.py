@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sagaline_tools.bench.stats import latency_summary, percentile
@@ -54,15 +54,19 @@ class OrchestratorTimings(NamedTuple):
     whose commands were left to the relay)."""
 
 
+def _batches(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The stage log's batches, one JSON object per non-blank line."""
+    for line in lines:
+        if line.strip():
+            yield json.loads(line)
+
+
 def orchestrator_stages(lines: Iterable[str]) -> OrchestratorTimings:
     """Per command-causing delivery, its stages and its transaction's parts."""
     messages: list[StageTimes] = []
     parts: list[StageTimes] = []
     incomplete = 0
-    for line in lines:
-        if not line.strip():
-            continue
-        batch: dict[str, Any] = json.loads(line)
+    for batch in _batches(lines):
         caused: list[bool] = batch.get("caused") or []
         if not any(caused):
             continue
@@ -86,10 +90,7 @@ def batching(lines: Iterable[str]) -> dict[str, float] | None:
     Benchmark, "2026-12-07 day"). None when fewer than two batches were logged."""
     collected: list[float] = []
     deliveries = 0
-    for line in lines:
-        if not line.strip():
-            continue
-        batch: dict[str, Any] = json.loads(line)
+    for batch in _batches(lines):
         collected.append(batch["collected"])
         deliveries += len(batch["received"])
     span = max(collected, default=0.0) - min(collected, default=0.0)
