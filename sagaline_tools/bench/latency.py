@@ -101,7 +101,7 @@ async def run(
 def stolen(round_result: dict[str, Any]) -> list[float | None]:
     """[relay, orchestrator]: cores the hypervisor took from this VM during each side's run.
     A round in which it took a few tenths of a core is slower on that side for reasons that are
-    not the code's: every stage stretches at once (README, Benchmark, 2026-12-07 morning)."""
+    not the code's: every stage stretches at once (docs/benchmark-log.md, 2026-12-07 morning)."""
     sides = (round_result.get("relay") or {}, round_result)
     return [(side.get("cpu_cores") or {}).get("steal") for side in sides]
 

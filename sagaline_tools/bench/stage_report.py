@@ -86,8 +86,8 @@ def batching(lines: Iterable[str]) -> dict[str, float] | None:
     """How the deliveries were batched, over every batch of the log: batches per second (from
     the first collection to the last) and deliveries per batch. At a steady rate below the
     orchestrator's ceiling, its CPU follows the batches more than the messages: each batch pays
-    its round trips, frames and wake-ups, on caches the other processes have cooled (README,
-    Benchmark, "2026-12-07 day"). None when fewer than two batches were logged."""
+    its round trips, frames and wake-ups, on caches the other processes have cooled
+    (docs/benchmark-log.md, "2026-12-07 day"). None when fewer than two batches were logged."""
     collected: list[float] = []
     deliveries = 0
     for batch in _batches(lines):
