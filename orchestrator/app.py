@@ -153,6 +153,7 @@ class Orchestrator:
         )
         assert self.process is not None
         self.process.sweep = self.relay.sweep
+        self.store.pending_marks = self.relay.marks
         self.intake = consume_in_batches(
             resources,
             ORCHESTRATOR,

@@ -7,14 +7,16 @@ consumers' inboxes absorb the duplicate. For the same reason the mark is committ
 waiting for its WAL flush: a mark lost in a database crash only means one more duplicate.
 
 The intake does not wait for a relay round: right after a batch of steps commits it hands the
-batch's outbox rows, as it wrote them, to `dispatch`, which publishes them from memory and then
-marks them sent by message id. The batch wrote them with a dispatch lease (`dispatch_until`,
+batch's outbox rows, as it wrote them, to `dispatch`, which publishes them from memory. Once
+confirmed they are marked sent by message id, by the next batch's write (no statement, round
+trip or transaction of their own; `orchestrator.dispatch_marks`), or by a statement when no
+batch follows within 50 ms. The batch wrote them with a dispatch lease (`dispatch_until`,
 SagaStore.dispatch_lease): until it runs out the loop leaves them to the dispatch, so there is
 nothing to claim or lock, and a row is still published by one party at a time. Rows the
 dispatch could not publish are released to the loop, which it wakes. Rows whose writer died
 before marking them wait out their lease, unless a redelivered duplicate asks for a sweep or the
 writer's restart sweeps them (its relay's first round): then they may go out twice, which the
-consumers' inboxes absorb.
+consumers' inboxes absorb. A sweep never takes rows this process confirmed and has not marked yet.
 
 The relay publishes on a channel of its own. A broker error on it (an exchange deleted under
 it, a broker restart) closes only that channel, never the intake's or the delivery handler's;
@@ -41,6 +43,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator.dispatch_marks import Mark, PendingMarks
 from orchestrator.store.plan import OutboxMessage
 from orchestrator.store.saga_store import NOTIFY_CHANNEL, Clock, driver_connection, utcnow
 from sagaline.background import BackgroundLoop
@@ -184,9 +187,12 @@ class OutboxRelay(BackgroundLoop):
         """Message ids this process is dispatching now: the loop never takes them."""
         self._sweeping = False
         """The next round publishes leased rows too (`sweep`, and every new listener)."""
+        self.marks = PendingMarks(self._mark_dispatched)
+        """Confirmed dispatches not yet marked sent: the store's next write marks them."""
 
     async def stop(self) -> None:
         await super().stop()
+        await self.marks.close()
         await self._close_listener()
         await self._close_channel()
 
@@ -259,8 +265,7 @@ class OutboxRelay(BackgroundLoop):
             mark("confirmed")
             crash_point("orchestrator.after_publish_before_mark")
             if confirmed:
-                ids = [message.message_id for message in confirmed]
-                await self._execute(mark_dispatched(ids, self.clock()))
+                self.marks.add([message.message_id for message in confirmed], self.clock())
         except BaseException:
             await self._release(messages)
             raise
@@ -278,6 +283,10 @@ class OutboxRelay(BackgroundLoop):
             log.warning("outbox lease release failed", extra={"error": error_summary(exc)})
             # Nothing else would wake the loop for them before its poll.
             asyncio.get_running_loop().call_later(self.dispatch_lease_seconds + 0.5, self.wake)
+
+    async def _mark_dispatched(self, marks: Sequence[Mark]) -> None:
+        """The pending marks no batch's write took, in a statement of their own."""
+        await self._execute(mark_dispatched([m for m, _ in marks], max(at for _, at in marks)))
 
     async def _execute(self, statement: str) -> None:
         """A statement with its values written in (simple-query protocol, planned per call)."""
@@ -298,8 +307,9 @@ class OutboxRelay(BackgroundLoop):
         async with self.engine.connect() as sa_conn:
             conn = await driver_connection(sa_conn)
             async with _claiming(conn):
+                mine = self._in_flight | self.marks.pending()
                 claimed = await conn.fetch(
-                    CLAIM_NEXT, self.batch_size, missing, sweeping, list(self._in_flight)
+                    CLAIM_NEXT, self.batch_size, missing, sweeping, list(mine)
                 )
                 if not claimed:
                     return []

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.topology import Topology
+from orchestrator.dispatch_marks import PendingMarks
 from orchestrator.engine import (
     Decision,
     EngineConfig,
@@ -112,6 +113,7 @@ class SagaStore:
         max_conflict_retries: int = 20,
         on_conflict: Callable[[], None] | None = None,
         dispatch_lease: timedelta = timedelta(seconds=5),
+        pending_marks: PendingMarks | None = None,
     ) -> None:
         self.engine = engine
         self.topology = topology
@@ -124,6 +126,8 @@ class SagaStore:
         self.dispatch_lease = dispatch_lease
         """How long the relay loop leaves the outbox rows of a batch to the caller that
         dispatches them itself (`notify_relay=False`)."""
+        self.pending_marks = pending_marks
+        """Dispatched rows the next write marks sent (orchestrator.dispatch_marks)."""
 
     async def handle(
         self,
@@ -278,7 +282,7 @@ class SagaStore:
             now = self.clock()
             if not timer_guard:  # the write commits on its own: no BEGIN, no COMMIT
                 return await self._apply(
-                    conn, incomings, actors, headers, conflicts, now, notify_relay
+                    conn, incomings, actors, headers, conflicts, now, notify_relay, marking=True
                 )
             async with conn.transaction():  # the timers' rows go with the step, or stay
                 if not await _claim_timers(conn, incomings):
@@ -296,7 +300,11 @@ class SagaStore:
         conflicts: int,
         now: datetime,
         notify_relay: bool = True,
+        *,
+        marking: bool = False,
     ) -> list[BatchResult]:
+        """`marking`: the write commits on its own, so it may carry the pending marks (inside a
+        caller's transaction, a failed commit would lose them)."""
         read = await sql.read(conn, incomings, [self.workflows.start_key(i) for i in incomings])
         mark("tx_loaded")
         plan = plan_batch(
@@ -314,7 +322,18 @@ class SagaStore:
         mark("tx_planned")
         crash_point("orchestrator.before_commit")
         lease = None if notify_relay else self.dispatch_lease
-        await sql.write(conn, plan, notify_relay=notify_relay, dispatch_lease=lease)
+        pending = self.pending_marks if marking else None
+        marks = pending.take() if pending is not None else []
+        try:
+            await sql.write(
+                conn, plan, notify_relay=notify_relay, dispatch_lease=lease, marks=marks
+            )
+        except BaseException:
+            if pending is not None:
+                pending.give_back(marks)  # marked again later: the update is idempotent
+            raise
+        if pending is not None:
+            pending.written(marks)
         mark("tx_written")
         written = {message.message_id: message for message in plan.outbox}
         results: list[BatchResult] = []

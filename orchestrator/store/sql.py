@@ -34,7 +34,7 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -165,6 +165,13 @@ DELETE_TIMER = """
 DELETE FROM saga.timers WHERE saga_id = $1 AND name = $2
 """
 
+# Earlier batches' dispatched rows, confirmed since (orchestrator.dispatch_marks): marked sent
+# here instead of by a statement of their own. By message id alone and row by row, as the
+# relay's MARK_DISPATCHED: a row the loop published meanwhile keeps its first time.
+_MARK_DISPATCHED = """
+UPDATE saga.outbox SET published_at = coalesce(published_at, $2) WHERE message_id = $1
+"""
+
 
 @dataclass(frozen=True)
 class _Write:
@@ -194,6 +201,7 @@ _WRITES = (
     _Write(_TIMERS_FINISHED, ("uuid[]",), per_row=True),
     _Write(_TIMERS_SET, ("uuid[]", "text[]", "uuid[]", "timestamptz[]", "timestamptz")),
     _Write(_TIMERS_CANCEL, ("uuid[]", "text[]"), per_row=True),
+    _Write(_MARK_DISPATCHED, ("uuid[]", "timestamptz[]"), per_row=True),
 )  # fmt: skip
 
 
@@ -375,6 +383,7 @@ async def write(
     *,
     notify_relay: bool = True,
     dispatch_lease: timedelta | None = None,
+    marks: Sequence[tuple[uuid.UUID, datetime]] = (),
 ) -> None:
     """Apply the plan in one call; ConcurrencyConflict when any saga moved or any message was
     recorded since the read, or the call lost a deadlock to another batch. Outside a
@@ -382,9 +391,11 @@ async def write(
 
     `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself).
     `dispatch_lease`: the caller publishes the outbox rows itself; the relay loop leaves them
-    alone for this long."""
-    if not any((plan.inbox, plan.slots, plan.history, plan.outbox, plan.timers, plan.finished)):
-        return  # only duplicates: nothing to write
+    alone for this long. `marks`: earlier dispatched rows to mark sent (message id, time)."""
+    if not any(
+        (plan.inbox, plan.slots, plan.history, plan.outbox, plan.timers, plan.finished, marks)
+    ):
+        return  # only duplicates, nothing to mark: nothing to write
     sets = [(s, n, v[0], v[1]) for (s, n), v in plan.timers.items() if v is not None]
     cancels = [(s, n) for (s, n), v in plan.timers.items() if v is None]
     wake = notify_relay and bool(plan.outbox)
@@ -398,6 +409,7 @@ async def write(
         *_columns(sets, 4),
         plan.now,
         *_columns(cancels, 2),
+        *_columns(marks, 2),
         wake,
     ]
     try:

@@ -68,10 +68,42 @@ MUTANTS = (
     Mutant(
         "outbox-marked-sent",
         "orchestrator/relay.py",
-        "                await self._execute(mark_dispatched(ids, self.clock()))",
-        "                pass",
+        "self.marks.add([message.message_id for message in confirmed], self.clock())",
+        "None",
         "tests/integration/test_relay.py::"
         "test_dispatch_publishes_its_leased_rows_which_the_loop_leaves_alone_until_a_sweep",
+    ),
+    Mutant(
+        "sweep-skips-rows-awaiting-their-mark",
+        "orchestrator/relay.py",
+        "                mine = self._in_flight | self.marks.pending()",
+        "                mine = self._in_flight",
+        "tests/integration/test_relay.py::"
+        "test_dispatch_publishes_its_leased_rows_which_the_loop_leaves_alone_until_a_sweep",
+    ),
+    Mutant(
+        "rows-being-marked-stay-out-of-sweeps",
+        "orchestrator/dispatch_marks.py",
+        "        self._writing.update(message_id for message_id, _ in marks)",
+        "        pass",
+        "tests/unit/test_dispatch_marks.py::"
+        "test_a_write_takes_every_pending_mark_with_its_confirm_time_and_no_flush_runs",
+    ),
+    Mutant(
+        "write-marks-dispatched-rows",
+        "orchestrator/store/sql.py",
+        'WHERE message_id = $1\n"""',
+        'WHERE message_id = $1 AND false\n"""',
+        "tests/integration/test_store.py::"
+        "test_the_next_write_marks_the_rows_earlier_dispatches_confirmed",
+    ),
+    Mutant(
+        "failed-write-gives-its-marks-back",
+        "orchestrator/store/saga_store.py",
+        "                pending.give_back(marks)",
+        "                pass",
+        "tests/integration/test_store.py::"
+        "test_marks_taken_by_a_write_that_did_not_commit_are_written_by_its_retry",
     ),
     Mutant(
         "relay-loop-honours-dispatch-leases",

@@ -206,6 +206,7 @@ def orchestrator_statements() -> list[Statement]:
         "_TIMERS_SET": [sagas, ["step-timeout"] * BATCH, new, times, now],
         "_TIMERS_CANCEL": [sagas[0], "step-timeout"],
         "_TIMERS_FINISHED": [sagas[0]],
+        "_MARK_DISPATCHED": [md5_uuid("out1"), now],
         "CLAIM_DUE_TIMERS": [now + timedelta(seconds=ROWS // 10), 1000],
         "DELETE_TIMER": [sagas[0], "step-timeout"],
         "CLAIM_NEXT": [200, [], False, [md5_uuid(f"out{g}") for g in spread()]],

@@ -176,15 +176,22 @@ async def test_dispatch_publishes_its_leased_rows_which_the_loop_leaves_alone_un
         assert await relay.publish_batch() == 2
         assert sorted(await _receive(queue, 2)) == sorted(m.message_id for m in expired)
 
-        # The intake's batch committed `mine`: it publishes those now, and marks them sent.
+        # The intake's batch committed `mine`: it publishes those now. Their marks wait for
+        # the next batch's write (none comes here), so they are still unmarked ...
+        relay.marks.linger = 3600
         assert await relay.dispatch(mine) == 4
-        assert await _unpublished(engine) == {m.message_id for m in others}
         assert sorted(await _receive(queue, 4)) == sorted(m.message_id for m in mine)
+        assert relay.marks.pending() == {m.message_id for m in mine}
 
-        # A sweep (asked for by a redelivered duplicate) takes leased rows too.
+        # ... and a sweep (asked for by a redelivered duplicate) takes the other leased rows,
+        # never those: they went out already.
         assert await relay.publish_batch(sweeping=True) == 3
-        assert await _unpublished(engine) == set()
         assert sorted(await _receive(queue, 3)) == sorted(m.message_id for m in others)
+        assert await _unpublished(engine) == {m.message_id for m in mine}
+
+        # With no write to take them, the marks go in a statement of their own.
+        await relay.marks.flush()
+        assert await _unpublished(engine) == set()
         # Every publish above was confirmed before its call returned: nothing more is on its way.
         assert await queue.get(fail=False) is None
     finally:
@@ -240,6 +247,7 @@ async def test_a_command_no_queue_takes_stays_in_the_outbox_for_the_loop_and_the
     relay = OutboxRelay(engine, connection, commands_exchange=commands.name)
     try:
         assert await relay.dispatch([*routable, unroutable]) == 3
+        await relay.marks.flush()  # no batch's write here to mark the sent rows
         assert await _unpublished(engine) == {unroutable.message_id}
         assert await _leased(engine) == {m.message_id for m in routable}  # sent, lease kept
         assert sorted(await _receive(queue, 3)) == sorted(m.message_id for m in routable)
@@ -309,8 +317,9 @@ async def test_a_relay_starting_sweeps_rows_its_previous_run_leased_and_never_pu
 async def test_rows_a_dispatch_could_not_release_go_out_once_their_lease_ran_out(
     engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
 ) -> None:
-    """The database went away during a dispatch: neither its mark nor the release of its
-    leases went through. The relay wakes itself when the lease has run out, not at its poll."""
+    """The broker and the database went away during a dispatch: neither its publish nor the
+    release of its leases went through. The relay wakes itself when the lease has run out, not
+    at its poll."""
     channel = await connection.channel()
     exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-away")
     lease = timedelta(seconds=1)
@@ -330,14 +339,54 @@ async def test_rows_a_dispatch_could_not_release_go_out_once_their_lease_ran_out
         async def database_away(statement: str) -> None:
             raise ConnectionError("database away")
 
+        async def broker_gone(rows: object) -> list[OutboxMessage]:
+            raise ConnectionError("broker gone")
+
+        publish = relay._publish
         relay._execute = database_away  # type: ignore[method-assign]
-        assert await relay.dispatch(rows) == 0  # published, but not marked: not counted
+        relay._publish = broker_gone  # type: ignore[method-assign]
+        assert await relay.dispatch(rows) == 0
         relay._execute = execute  # type: ignore[method-assign]
-        received = await _receive(queue, 4)  # the dispatch's publish, then the loop's
-        assert sorted(received) == sorted([m.message_id for m in rows] * 2)
+        relay._publish = publish  # type: ignore[method-assign]
+        received = await _receive(queue, 2)  # the loop's, once the lease ran out
+        assert sorted(received) == sorted(m.message_id for m in rows)
         async with asyncio.timeout(10):
             while await _unpublished(engine):
                 await asyncio.sleep(0.05)
+    finally:
+        await relay.stop()
+        await channel.close()
+
+
+async def test_a_mark_the_database_could_not_take_waits_and_the_row_is_not_published_again(
+    engine: AsyncEngine, connection: AbstractRobustConnection, run_id: str
+) -> None:
+    """Rows confirmed while the database is away stay this process's: however long their mark
+    waits (here their lease has run out already), the relay loop does not publish them again,
+    not even in a sweep; the mark lands once the database is back."""
+    channel = await connection.channel()
+    exchange, queue = await _exchange_with_queue(channel, f"t{run_id}-markless")
+    rows = await _add_messages(engine, exchange.name, 2, lease=-timedelta(minutes=1))
+    relay = OutboxRelay(engine, connection, commands_exchange=f"t{run_id}-commands")
+    relay.marks.linger = relay.marks.retry = 3600  # the test flushes by hand
+    execute = relay._execute
+
+    async def database_away(statement: str) -> None:
+        raise ConnectionError("database away")
+
+    try:
+        assert await relay.dispatch(rows) == 2
+        assert sorted(await _receive(queue, 2)) == sorted(m.message_id for m in rows)
+        relay._execute = database_away  # type: ignore[method-assign]
+        await relay.marks.flush()  # logged; the marks stay pending
+        relay._execute = execute  # type: ignore[method-assign]
+        assert relay.marks.pending() == {m.message_id for m in rows}
+        assert await relay.publish_batch() == 0
+        assert await relay.publish_batch(sweeping=True) == 0
+        await relay.marks.flush()
+        assert await _unpublished(engine) == set()
+        assert relay.marks.pending() == set()
+        assert await queue.get(fail=False) is None  # each went out once
     finally:
         await relay.stop()
         await channel.close()

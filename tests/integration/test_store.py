@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import cast
 
@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
 from contracts.envelope import Envelope
+from orchestrator.dispatch_marks import PendingMarks
 from orchestrator.engine import EngineConfig, Incoming, Outcome
 from orchestrator.intake import SingleIntake
 from orchestrator.store import sql as batch_module
 from orchestrator.store.saga_store import NOTIFY_CHANNEL, SagaStore, unpublished_count
+from orchestrator.store.sql import ConcurrencyConflict
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
@@ -461,3 +463,60 @@ async def test_a_step_that_leaves_its_rows_to_its_caller_leases_them_and_a_late_
     assert sweeps == []
     await one_by_one(intake, delivery)
     assert sweeps == ["sweep"]
+
+
+async def _published_at(engine: AsyncEngine, saga_id: uuid.UUID) -> set[datetime | None]:
+    async with engine.connect() as conn:
+        rows = await conn.scalars(select(outbox.c.published_at).where(outbox.c.saga_id == saga_id))
+        return set(rows)
+
+
+async def test_the_next_write_marks_the_rows_earlier_dispatches_confirmed(
+    store: SagaStore, engine: AsyncEngine
+) -> None:
+    """A dispatch's confirmed rows are marked sent by the next batch's write, at the time of
+    their confirm, with no statement of their own."""
+    flushed: list[object] = []
+
+    async def no_flush(marks: object) -> None:
+        flushed.append(marks)
+
+    store.pending_marks = PendingMarks(no_flush, linger=3600)
+    dispatched = order_submitted()
+    (result,) = await store.handle_batch([Incoming.from_envelope(dispatched)], notify_relay=False)
+    assert not isinstance(result, Exception) and result.outbox
+    assert await _published_at(engine, dispatched.correlation_id) == {None}
+    confirmed_at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    store.pending_marks.add([m.message_id for m in result.outbox], confirmed_at)
+
+    await store.handle_batch([Incoming.from_envelope(order_submitted())], notify_relay=False)
+    assert await _published_at(engine, dispatched.correlation_id) == {confirmed_at}
+    assert store.pending_marks.pending() == set()
+    assert flushed == []
+
+
+async def test_marks_taken_by_a_write_that_did_not_commit_are_written_by_its_retry(
+    store: SagaStore, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_flush(marks: object) -> None:
+        raise AssertionError("the retry marks them")
+
+    store.pending_marks = PendingMarks(no_flush, linger=3600)
+    dispatched = order_submitted()
+    (result,) = await store.handle_batch([Incoming.from_envelope(dispatched)], notify_relay=False)
+    assert not isinstance(result, Exception)
+    confirmed_at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    store.pending_marks.add([m.message_id for m in result.outbox], confirmed_at)
+
+    original, calls = batch_module.write, []
+
+    async def conflict_once(conn, plan, **options):  # type: ignore[no-untyped-def]
+        calls.append(len(options["marks"]))
+        if len(calls) == 1:  # lost a race after taking the marks: nothing of it was kept
+            raise ConcurrencyConflict("a concurrent step")
+        await original(conn, plan, **options)
+
+    monkeypatch.setattr(batch_module, "write", conflict_once)
+    await store.handle_batch([Incoming.from_envelope(order_submitted())], notify_relay=False)
+    assert calls == [len(result.outbox), len(result.outbox)]
+    assert await _published_at(engine, dispatched.correlation_id) == {confirmed_at}
