@@ -29,6 +29,8 @@ Mark = tuple[uuid.UUID, datetime]
 
 
 class PendingMarks:
+    """The confirmed rows of this process's dispatches until a write or a flush marks them."""
+
     def __init__(
         self,
         flush: Callable[[Sequence[Mark]], Awaitable[None]],

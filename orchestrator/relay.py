@@ -3,8 +3,9 @@
 Woken by LISTEN/NOTIFY (delivered at commit) with a polling fallback. Several relays may run:
 rows are claimed with FOR UPDATE SKIP LOCKED, so each row is published by one relay at a time.
 A crash after publishing and before marking re-publishes the row with the same message id;
-consumers' inboxes absorb the duplicate. For the same reason the mark is committed without
-waiting for its WAL flush: a mark lost in a database crash only means one more duplicate.
+consumers' inboxes absorb the duplicate. For the same reason a mark sent as a statement of its
+own is committed without waiting for its WAL flush: a mark lost in a database crash only means
+one more duplicate.
 
 The intake does not wait for a relay round: right after a batch of steps commits it hands the
 batch's outbox rows, as it wrote them, to `dispatch`, which publishes them from memory. Once
