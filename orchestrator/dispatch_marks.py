@@ -59,6 +59,12 @@ class PendingMarks:
         not commit."""
         marks, self._marks = list(self._marks.items()), {}
         self._writing.update(message_id for message_id, _ in marks)
+        # Nothing is left to flush: the linger counts again from the next mark. Kept running, it
+        # would fire every `linger` under steady load and send the marks of the moment in a
+        # statement of their own, although the next write was milliseconds away.
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         return marks
 
     def written(self, marks: Sequence[Mark]) -> None:

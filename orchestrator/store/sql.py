@@ -34,11 +34,12 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
+from orchestrator.dispatch_marks import Mark
 from orchestrator.engine import Incoming, RuntimeState, SagaSnapshot
 from orchestrator.store.plan import Plan
 
@@ -383,7 +384,7 @@ async def write(
     *,
     notify_relay: bool = True,
     dispatch_lease: timedelta | None = None,
-    marks: Sequence[tuple[uuid.UUID, datetime]] = (),
+    marks: Sequence[Mark] = (),
 ) -> None:
     """Apply the plan in one call; ConcurrencyConflict when any saga moved or any message was
     recorded since the read, or the call lost a deadlock to another batch. Outside a
