@@ -62,9 +62,7 @@ class PendingMarks:
         # Nothing is left to flush: the linger counts again from the next mark. Kept running, it
         # would fire every `linger` under steady load and send the marks of the moment in a
         # statement of their own, although the next write was milliseconds away.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         return marks
 
     def written(self, marks: Sequence[Mark]) -> None:
@@ -97,11 +95,15 @@ class PendingMarks:
             self.written(marks)
 
     def _schedule(self, delay: float, *, replace: bool = False) -> None:
-        if self._timer is not None:
-            if not replace:
-                return
-            self._timer.cancel()
+        if self._timer is not None and not replace:
+            return
+        self._cancel_timer()
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -111,12 +113,8 @@ class PendingMarks:
             self._schedule(self.linger)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if self._flushing is not None:
             await asyncio.gather(self._flushing, return_exceptions=True)
         await self.flush()
-        if self._timer is not None:  # a failed last flush: its marks are left to the leases
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()  # a failed last flush: its marks are left to the leases
