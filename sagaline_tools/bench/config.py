@@ -14,8 +14,8 @@ SECTIONS: tuple[str, ...] = (
     "scale",
     "timers",
 )
-"""In run order: latency offers a fraction of the orchestrator figure, so it comes after it;
-the minimal step runs just before the orchestrator, which is measured against it."""
+"""In run order: the minimal step runs just before the orchestrator, which is measured against
+it."""
 
 STEPS_PER_ORDER = 4
 """History rows of a successful order saga: started, paid, reserved, shipped."""
@@ -77,9 +77,10 @@ class BenchConfig:
     relay_max_wait_ms: float = 5.0
     relay_prefetch: int = 128
     latency_fraction: float = 0.5
-    """Offered load of the latency section as a fraction of the orchestrator's measured rate."""
+    """Offered load of the latency section as a fraction of the orchestrator's rate alone,
+    measured again at the start of each latency round."""
     latency_rate: float | None = None
-    """Transitions/s to offer when the orchestrator section does not run in the same run."""
+    """Transitions/s to offer in every latency round instead (no rate measured first)."""
     process_env: tuple[tuple[str, str], ...] = ()
     """Extra environment for the sagaline processes (e.g. SAGALINE_PREFETCH=64)."""
     database_settings: tuple[tuple[str, str], ...] = ()
@@ -161,12 +162,6 @@ def parse_database_settings(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]
 
 
 def validate(config: BenchConfig) -> None:
-    latency_alone = "latency" in config.sections and "orchestrator" not in config.sections
-    if latency_alone and config.latency_rate is None:
-        raise ConfigError(
-            "the latency section offers a fraction of the orchestrator's measured rate: "
-            "run the orchestrator section too or give --latency-rate"
-        )
     sizes = config.sizes
     for name in ("messages", "orders", "timers"):
         if getattr(sizes, name) < 1:

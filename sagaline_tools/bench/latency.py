@@ -14,16 +14,22 @@ broker's confirm of what it caused:
   all at the paced rate instead, the relay's arrivals were evenly spaced while three in four
   of the orchestrator's came in bursts: the two hops were not measured under the same load.)
 - the orchestrator, with the stub worker answering, is offered orders at a steady rate so
-  that it makes a fixed fraction (half by default) of the transitions/s the orchestrator
-  section measured; with SAGALINE_STAGE_LOG set it writes each batch's stage times
-  (sagaline.messaging.stages), from which each event that sent a command gets its latency
-  arrival -> command confirmed, split into: wait for the batch, parse, transaction (commit
-  included), ack, claim of the outbox rows, publish until confirmed; and the transaction split
-  again into pool checkout, the read, planning, the write (its commit included) and giving
-  the connection back.
+  that it makes a fixed fraction (half by default) of what it can do at that moment: each
+  round first measures the orchestrator alone again (one burst of the orchestrator section's,
+  `--orders` orders on empty tables) and offers the fraction of that rate, unless
+  `--latency-rate` fixes the rate. (A fraction of the orchestrator section's figure, measured
+  minutes before with the end-to-end runs in between, could be well over half load by the time
+  a round ran in an hour that had slowed.) With SAGALINE_STAGE_LOG set it writes each batch's
+  stage times (sagaline.messaging.stages), from which each event that sent a command gets its
+  latency arrival -> command confirmed, split into: wait for the batch, parse, transaction
+  (commit included), ack, claim of the outbox rows, publish until confirmed; and the
+  transaction split again into pool checkout, the read, planning, the write (its commit
+  included) and giving the connection back.
 
-The figure is the orchestrator's p99 as a multiple of the relay's p99 at the same rate; with
-`--repeat N` the pair is measured N times, interleaved, and the median round is shown. Beside
+A round is: the orchestrator alone (its rate sets the round's offered rate), the orchestrator's
+latency, then the bare relay's at the same rate. The figure is the orchestrator's p99 as a
+multiple of the relay's p99 at the same rate; with `--repeat N` the round runs N times and the
+median round is shown. Beside
 it, `pooled`: each side's p99 over all its rounds' messages and their ratio. A machine stall
 fills one round's slowest 1% on whichever side it hits, so per-round ratios scatter (0.7-7.7 in
 one morning); pooled, a short stall weighs 1/N as much on either side, while a slow stretch as
@@ -39,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from sagaline.messaging.publish import envelope_message
-from sagaline_tools.bench import amqp, cpu
+from sagaline_tools.bench import amqp, cpu, orchestrator_run
 from sagaline_tools.bench.baseline import relay_messages
 from sagaline_tools.bench.config import STEPS_PER_ORDER, BenchConfig
 from sagaline_tools.bench.env import RELAY_QUEUES, BenchEnv
@@ -62,32 +68,45 @@ from sagaline_tools.bench.watch import sample_until
 from sagaline_tools.bench.workload import order_envelope
 
 
-def offered_rates(config: BenchConfig, orchestrator_rate: float | None) -> tuple[float, float]:
-    """(transitions/s, orders/s) to offer."""
-    if orchestrator_rate is not None:
-        transitions = orchestrator_rate * config.latency_fraction
-    elif config.latency_rate is not None:
+def offered_rates(config: BenchConfig, alone_rate: float | None) -> tuple[float, float]:
+    """(transitions/s, orders/s) to offer: `--latency-rate` if given, else the fraction of the
+    orchestrator's rate alone."""
+    if config.latency_rate is not None:
         transitions = config.latency_rate
+    elif alone_rate is not None and alone_rate > 0:
+        transitions = alone_rate * config.latency_fraction
     else:
-        raise ValueError("no orchestrator rate measured and no --latency-rate given")
+        raise RuntimeError("the orchestrator alone made no transitions: no rate to offer")
     return transitions, transitions / STEPS_PER_ORDER
 
 
-async def run(
-    env: BenchEnv, config: BenchConfig, step: Step, orchestrator_rate: float | None
-) -> dict[str, Any]:
-    """`config.repeat` rounds, each the bare relay then the orchestrator at the same rate; the
-    round with the median p99 ratio is the result (every round's ratio under `rounds`). One
-    round's p99 rests on its slowest 1%, which a stall of the whole machine can fill: the
-    median of interleaved rounds is the steadier verdict."""
-    transitions_rate, orders_rate = offered_rates(config, orchestrator_rate)
+async def alone_rate(env: BenchEnv, config: BenchConfig, step: Step) -> float | None:
+    """The orchestrator's rate alone right now (None when `--latency-rate` fixes the rate)."""
+    if config.latency_rate is not None:
+        return None
+    burst = await orchestrator_run.run(env, config, step, rounds=1)
+    rate = burst.get("transitions_per_s")
+    return float(rate) if rate is not None else None
+
+
+async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
+    """`config.repeat` rounds, each the orchestrator alone, then the orchestrator's latency at
+    a fraction of that rate and the bare relay's at the same rate; the round with the median
+    p99 ratio is the result (every round's ratio under `rounds`). One round's p99 rests on its
+    slowest 1%, which a stall of the whole machine can fill: the median of interleaved rounds
+    is the steadier verdict."""
     rounds = []
+    offered = []
     pooled: dict[str, list[float]] = {"orchestrator": [], "relay": []}
     for _ in range(config.repeat):
-        relay = await relay_latency(env, config, step, transitions_rate)
+        alone = await alone_rate(env, config, step)
+        transitions_rate, orders_rate = offered_rates(config, alone)
+        offered.append(transitions_rate)
         result = await orchestrator_latency(env, config, step, transitions_rate, orders_rate)
+        relay = await relay_latency(env, config, step, transitions_rate)
         pooled["relay"] += relay.pop(TOTALS)
         pooled["orchestrator"] += result.pop(TOTALS)
+        result["orchestrator_alone_per_s"] = alone
         result["relay"] = relay
         result["p99_ratio"] = ratio(result["p99_ms"], relay["p99_ms"])
         rounds.append(result)
@@ -95,6 +114,7 @@ async def run(
     if len(rounds) > 1:
         chosen["pooled"] = pooled_p99(pooled["orchestrator"], pooled["relay"])
         chosen["rounds_steal"] = [stolen(r) for r in rounds]
+        chosen["rounds_offered_per_s"] = offered
     return chosen
 
 

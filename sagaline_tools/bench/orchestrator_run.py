@@ -127,21 +127,28 @@ async def drive(
     }
 
 
-async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
-    """Section 2: empty saga tables."""
+async def run(
+    env: BenchEnv, config: BenchConfig, step: Step, *, rounds: int | None = None
+) -> dict[str, Any]:
+    """Section 2: empty saga tables; `rounds` (default `config.repeat`) bursts on one
+    orchestrator, the median round is the result. The latency section runs one round of it
+    before each of its own to learn what half load is at that moment."""
     step.phase("starting orchestrator and stub worker")
     await env.reset()
-    return await _measure(env, config, step)
+    return await _measure(env, config, step, rounds=rounds)
 
 
-async def _measure(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
-    """`config.repeat` rounds on one orchestrator; the median round is the result."""
+async def _measure(
+    env: BenchEnv, config: BenchConfig, step: Step, *, rounds: int | None = None
+) -> dict[str, Any]:
+    """`rounds` (default `config.repeat`) bursts on one orchestrator; the median round is the
+    result."""
     orchestrator = await env.start_orchestrator()
     stub = await start_stub(env, config)
     conn = await env.connect_db()
-    rounds = []
+    results = []
     try:
-        for _ in range(config.repeat):
+        for _ in range(config.repeat if rounds is None else rounds):
             result = await drive(
                 env,
                 step,
@@ -151,11 +158,11 @@ async def _measure(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, 
             )
             if result["completed"] != result["orders"]:
                 raise RuntimeError(f"{result['completed']} of {result['orders']} orders completed")
-            rounds.append(result)
+            results.append(result)
     finally:
         await conn.close()
         await env.stop(stub, orchestrator)
-    return median_round(rounds, "transitions_per_s")
+    return median_round(results, "transitions_per_s")
 
 
 async def run_scaled(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:

@@ -321,7 +321,7 @@ def _latency(lat: Mapping[str, Any], q: str) -> Figure:
             value,
             "ms",
             note=_join(
-                f"{lat['count']:,} commands at {offered:,.0f} transitions/s",
+                f"{lat['count']:,} commands at {offered:,.0f} transitions/s" + _load(lat),
                 "stages p50: " + stage_text(lat["stages_p50_ms"]) if q == "p50" else "",
                 _parts("transaction p50", lat.get("transaction_parts_p50_ms"))
                 if q == "p50"
@@ -348,6 +348,16 @@ def _latency(lat: Mapping[str, Any], q: str) -> Figure:
     )
 
 
+def _load(lat: Mapping[str, Any]) -> str:
+    """What the offered rate was a fraction of: the orchestrator alone, measured at the start of
+    the round (runs from before that measurement, or with --latency-rate, have none)."""
+    alone = lat.get("orchestrator_alone_per_s")
+    offered = lat.get("offered_transitions_per_s")
+    if not alone or not offered:
+        return ""
+    return f" ({offered / alone:.2f} of the orchestrator alone's {alone:,.0f} just before)"
+
+
 def _parts(label: str, parts: Mapping[str, float] | None) -> str:
     """The transaction's parts (runs from before the breakdown existed have none)."""
     return f"{label}: {stage_text(parts)}" if parts else ""
@@ -360,6 +370,9 @@ def _rounds(lat: Mapping[str, Any]) -> str:
         return ""
     shown = ", ".join("?" if r is None else f"{r:.2f}" for r in ratios)
     text = f"median of {len(ratios)} rounds, ratios {shown}"
+    offered = lat.get("rounds_offered_per_s") or []
+    if len(offered) == len(ratios):
+        text += " at " + ", ".join(f"{rate:,.0f}" for rate in offered) + " transitions/s"
     pooled = lat.get("pooled")
     if pooled and pooled.get("p99_ratio") is not None:
         text += (

@@ -107,30 +107,17 @@ Section = Callable[[BenchEnv, BenchConfig, Step, dict[str, dict[str, Any]]], Awa
 
 
 def _sections() -> dict[str, Section]:
-    def orchestrator_rate(results: dict[str, dict[str, Any]]) -> float | None:
-        orch = results.get("orchestrator") or {}
-        value = orch.get("transitions_per_s")
-        return float(value) if value is not None else None
-
     async def run_baseline(
         env: BenchEnv, config: BenchConfig, step: Step, _: dict[str, dict[str, Any]]
     ) -> Any:
         return await baseline.run(env, config, step)
-
-    async def run_latency(
-        env: BenchEnv, config: BenchConfig, step: Step, results: dict[str, dict[str, Any]]
-    ) -> Any:
-        rate = orchestrator_rate(results)
-        if rate is None and config.latency_rate is None:
-            raise RuntimeError("no orchestrator rate to take a fraction of (that section failed)")
-        return await latency.run(env, config, step, rate)
 
     return {
         "baseline": run_baseline,
         "minimal": lambda env, config, step, _: minimal.run(env, config, step),
         "orchestrator": lambda env, config, step, _: orchestrator_run.run(env, config, step),
         "e2e": lambda env, config, step, _: e2e.run(env, config, step),
-        "latency": run_latency,
+        "latency": lambda env, config, step, _: latency.run(env, config, step),
         "scale": lambda env, config, step, _: orchestrator_run.run_scaled(env, config, step),
         "timers": lambda env, config, step, _: timers.run(env, config, step),
     }

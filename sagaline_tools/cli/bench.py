@@ -60,8 +60,8 @@ def bench(
         float | None,
         typer.Option(
             min=1.0,
-            help="Transitions/s to offer in the latency run when the orchestrator section "
-            "does not run (default: half of its measured rate).",
+            help="Transitions/s to offer in every latency round (default: half of the "
+            "orchestrator's rate alone, measured again before each round).",
         ),
     ] = None,
     finished: Annotated[
@@ -116,7 +116,8 @@ def bench(
 
     Sections, in order: the bare aio-pika relay baseline; the minimal hand-written saga step
     (raw asyncpg + aio-pika) with stub workers; the orchestrator alone with stub workers;
-    end-to-end order sagas with the real workers; latency at half the orchestrator's rate;
+    end-to-end order sagas with the real workers; latency at half the orchestrator's rate
+    (measured again right before each latency round) against the bare relay's at that rate;
     the orchestrator again with finished and live sagas seeded; and due timers firing on
     start. Prints one table (figure, ratio to its reference, goal, pass/fail, machine) and
     exits 1 if a section failed or a timer did not fire exactly once.

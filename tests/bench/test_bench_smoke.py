@@ -93,6 +93,10 @@ def test_results_hold_the_raw_measurements(quick_run: dict[str, Any]) -> None:
     assert results["e2e"]["growth"][0]["planner"]["autovacuum"] in ("on", "off")
     assert results["e2e"]["monitoring"]["polls"] >= 1
     assert results["latency"]["count"] >= 1
+    # Half load is half of what the orchestrator alone did at the start of the round.
+    latency = results["latency"]
+    assert latency["orchestrator_alone_per_s"] > 0
+    assert latency["offered_transitions_per_s"] == latency["orchestrator_alone_per_s"] / 2
     assert results["latency"]["relay"]["count"] >= 1
     # The relay's copies are answered back to it, as the stub worker answers the commands.
     assert "echo" in results["latency"]["relay"]["cpu_cores"]

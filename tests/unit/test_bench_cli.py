@@ -15,7 +15,6 @@ DEAD_AMQP = "amqp://guest:s3cret@127.0.0.1:1/"
     [
         (["--quick", "--full"], "exclusive"),
         (["--only", "baseline,bogus"], "unknown section(s) bogus"),
-        (["--only", "latency"], "--latency-rate"),
         (["--env", "NOEQUALS"], "KEY=VALUE"),
         (["--orders", "0"], "--orders"),
         (["--repeat", "0"], "--repeat"),

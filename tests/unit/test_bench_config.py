@@ -44,9 +44,8 @@ def test_env_pairs() -> None:
             parse_env([bad])
 
 
-def test_latency_alone_needs_a_rate() -> None:
-    with pytest.raises(ConfigError, match="--latency-rate"):
-        validate(BenchConfig(sections=("latency",)))
+def test_latency_runs_alone_it_measures_its_own_half_load() -> None:
+    validate(BenchConfig(sections=("latency",)))
     validate(BenchConfig(sections=("latency",), latency_rate=300.0))
     validate(BenchConfig(sections=("orchestrator", "latency")))
 

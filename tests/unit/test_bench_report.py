@@ -171,6 +171,19 @@ def test_repeated_latency_rounds_are_listed_beside_the_median_one() -> None:
     assert "median of 3 rounds, ratios 3.40, 2.80, 2.90" in p99.note
 
 
+def test_the_offered_rate_is_shown_as_a_fraction_of_the_orchestrator_alone_just_before() -> None:
+    measured = results(latency={"orchestrator_alone_per_s": 2700.0})  # offered 1,350
+    p50 = by_key(figures(measured))["latency_p50_ms"].note
+    assert "at 1,350 transitions/s (0.50 of the orchestrator alone's 2,700 just before)" in p50
+    fixed = by_key(figures(results()))["latency_p50_ms"].note  # --latency-rate, or an old run
+    assert "orchestrator alone" not in fixed
+    repeated = results(
+        latency={"p99_ratio": 2.9, "rounds": [3.4, 2.8], "rounds_offered_per_s": [1350.0, 990.0]}
+    )
+    p99 = by_key(figures(repeated))["latency_p99_ms"].note
+    assert "median of 2 rounds, ratios 3.40, 2.80 at 1,350, 990 transitions/s" in p99
+
+
 def test_pooled_rounds_are_shown_beside_the_verdict_they_do_not_change() -> None:
     pooled = {"p99_ms": 75.0, "relay_p99_ms": 20.0, "p99_ratio": 3.75}
     repeated = results(latency={"p99_ratio": 2.9, "rounds": [3.4, 2.8, 2.9], "pooled": pooled})
