@@ -198,7 +198,7 @@ async def relay_main(args: argparse.Namespace) -> dict[str, Any]:
         "batches": stats.batches,
     }
     if timings is not None:
-        result["stages"] = timings.stages
+        result["stages"] = {"stages": timings.stages, "arrivals": timings.arrivals}
     return result
 
 
@@ -228,7 +228,7 @@ def main() -> None:
     if args.stages_out:
         # To a file: a report of ~1 MB through the stdout pipe came back cut at 64 kB in about
         # one latency run in four (cause not found); the file is read whole after the report.
-        Path(args.stages_out).write_text(json.dumps(result.pop("stages", [])))
+        Path(args.stages_out).write_text(json.dumps(result.pop("stages", {})))
     _report(result)
 
 

@@ -114,6 +114,9 @@ async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
     if len(rounds) > 1:
         chosen["pooled"] = pooled_p99(pooled["orchestrator"], pooled["relay"])
         chosen["rounds_steal"] = [stolen(r) for r in rounds]
+        chosen["rounds_tail_spread"] = [
+            [r["relay"].get("tail_spread"), r.get("tail_spread")] for r in rounds
+        ]
         chosen["rounds_offered_per_s"] = offered
     return chosen
 
@@ -199,14 +202,15 @@ async def relay_latency(
         await (await channel.get_queue(b)).purge()
     finally:
         await connection.close()
-    stages: list[dict[str, float]] = json.loads(stages_path.read_text())
+    timed = json.loads(stages_path.read_text())
+    stages: list[dict[str, float]] = timed["stages"]
     return {
         "offered_msgs_per_s": rate,
         "loop": f"1 in {STEPS_PER_ORDER} arrivals paced, the rest echoed; the last not copied",
         "messages": len(stages),
         "seconds": offered,
         "cpu_cores": usage,
-        **summarize(stages),
+        **summarize(stages, arrivals=timed["arrivals"]),
         TOTALS: totals_ms(stages),
     }
 
@@ -268,7 +272,7 @@ async def orchestrator_latency(
         "cpu_cores": cpu_cores,
         "batches_untimed": timings.incomplete,
         "batching": batching(lines),
-        **summarize(timings.messages, timings.parts),
+        **summarize(timings.messages, timings.parts, timings.arrivals),
         TOTALS: totals_ms(timings.messages),
     }
 

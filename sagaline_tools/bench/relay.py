@@ -70,6 +70,8 @@ class Timings:
 
     arrived: dict[int, float] = field(default_factory=dict)
     stages: list[dict[str, float]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    """Per entry of `stages`, when that message arrived (monotonic seconds)."""
 
     def record(
         self, items: Sequence[AbstractIncomingMessage], taken: float, relayed: Sequence[bool]
@@ -82,6 +84,7 @@ class Timings:
             if copied:
                 wait, confirm = (taken - at) * 1000, (confirmed - taken) * 1000
                 self.stages.append({"wait": wait, "confirm": confirm})
+                self.arrivals.append(at)
 
 
 async def next_batch(

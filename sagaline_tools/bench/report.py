@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -342,9 +342,34 @@ def _latency(lat: Mapping[str, Any], q: str) -> Figure:
         note=_join(
             "slowest 1%: " + stage_text(lat["stages_tail_ms"]),
             _parts("their transaction", lat.get("transaction_parts_tail_ms")),
+            _tail_spread(lat),
             _cores(lat),
             _rounds(lat),
         ),
+    )
+
+
+def _tail_spread(lat: Mapping[str, Any]) -> str:
+    """When the round's slowest 1% arrived: spread over the round (queueing) or piled into a
+    second or two (a stall); the relay's beside it."""
+    ours, relay = lat.get("tail_spread"), (lat.get("relay") or {}).get("tail_spread")
+    if not ours:
+        return ""
+    text = (
+        f"slowest 1% arrived in {ours['seconds']:.0f} of the round's {ours['of_seconds']:.0f} s"
+        f" ({ours['busiest_share']:.0%} in the busiest second)"
+    )
+    if relay:
+        text += (
+            f", the relay's in {relay['seconds']:.0f} of {relay['of_seconds']:.0f} s"
+            f" ({relay['busiest_share']:.0%})"
+        )
+    return text
+
+
+def _spread_pair(pair: Sequence[Mapping[str, float] | None]) -> str:
+    return "/".join(
+        "?" if not side else f"{side['seconds']:.0f} s {side['busiest_share']:.0%}" for side in pair
     )
 
 
@@ -385,6 +410,13 @@ def _rounds(lat: Mapping[str, Any]) -> str:
             "/".join("?" if v is None else f"{v:.2f}" for v in pair) for pair in steal
         )
         text += f"; cores stolen by the hypervisor per round (relay/orchestrator): {shown}"
+    spreads = lat.get("rounds_tail_spread") or []
+    if any(any(pair) for pair in spreads):
+        shown = ", ".join(_spread_pair(pair) for pair in spreads)
+        text += (
+            "; seconds holding the slowest 1%, and the busiest one's share, per round"
+            f" (relay/orchestrator): {shown}"
+        )
     return text
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -52,6 +53,8 @@ class OrchestratorTimings(NamedTuple):
     incomplete: int
     """Batches with commands but no complete timing (fell back to one-by-one handling, or
     whose commands were left to the relay)."""
+    arrivals: list[float]
+    """Per message (same order), when it arrived (monotonic seconds)."""
 
 
 def _batches(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -65,6 +68,7 @@ def orchestrator_stages(lines: Iterable[str]) -> OrchestratorTimings:
     """Per command-causing delivery, its stages and its transaction's parts."""
     messages: list[StageTimes] = []
     parts: list[StageTimes] = []
+    arrivals: list[float] = []
     incomplete = 0
     for batch in _batches(lines):
         caused: list[bool] = batch.get("caused") or []
@@ -79,7 +83,8 @@ def orchestrator_stages(lines: Iterable[str]) -> OrchestratorTimings:
             if sends:
                 messages.append({"wait": (batch["collected"] - arrived) * 1000, **shared})
                 parts.append(split)
-    return OrchestratorTimings(messages, parts, incomplete)
+                arrivals.append(arrived)
+    return OrchestratorTimings(messages, parts, incomplete, arrivals)
 
 
 def batching(lines: Iterable[str]) -> dict[str, float] | None:
@@ -119,15 +124,20 @@ def totals_ms(messages: Sequence[Mapping[str, float]]) -> list[float]:
 
 
 def summarize(
-    messages: Sequence[Mapping[str, float]], parts: Sequence[Mapping[str, float]] = ()
+    messages: Sequence[Mapping[str, float]],
+    parts: Sequence[Mapping[str, float]] = (),
+    arrivals: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Percentiles of the total (the sum of a message's stages); each stage's median; and the
     mean of each stage over the slowest 1% (what the tail is made of). With `parts` (one per
-    message), the same two views of the transaction's parts."""
+    message), the same two views of the transaction's parts; with `arrivals` (one per
+    message), when in the round the slowest 1% arrived (`tail_spread`)."""
     if not messages:
         raise ValueError("no timed messages")
     totals = totals_ms(messages)
     summary: dict[str, Any] = dict(latency_summary(totals))
+    if arrivals:
+        summary["tail_spread"] = tail_spread(arrivals, totals, summary["p99_ms"])
     slowest = [total >= summary["p99_ms"] for total in totals]
     summary["stages_p50_ms"] = _medians(messages)
     summary["stages_tail_ms"] = _means([m for m, s in zip(messages, slowest, strict=True) if s])
@@ -139,6 +149,25 @@ def summarize(
         if tail:
             summary["transaction_parts_tail_ms"] = _means(tail)
     return summary
+
+
+def tail_spread(
+    arrivals: Sequence[float], totals: Sequence[float], threshold: float
+) -> dict[str, float]:
+    """When the slowest messages (total >= `threshold`) arrived, by whole second of the round:
+    in how many of its seconds, and the share of them in the busiest second. A stall (the
+    machine, the broker or the database pausing) piles the tail into a second or two; steady
+    queueing spreads it over the round. A round whose ratio is far off the others' can be
+    told apart by this without its stage log."""
+    start = min(arrivals)
+    slow = Counter(
+        int(at - start) for at, total in zip(arrivals, totals, strict=True) if total >= threshold
+    )
+    return {
+        "seconds": len(slow),
+        "of_seconds": int(max(arrivals) - start) + 1,
+        "busiest_share": round(max(slow.values()) / sum(slow.values()), 2),
+    }
 
 
 def _medians(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:

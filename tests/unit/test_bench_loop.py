@@ -115,5 +115,6 @@ async def test_the_relay_times_only_what_it_copied_and_acks_everything() -> None
     assert [m.headers[HOP_HEADER] for m in target.published] == [1, 2, 3]
     assert (stats.relayed, stats.skipped) == (5, 2)
     assert len(timings.stages) == 3
+    assert timings.arrivals == [0.0, 0.0, 0.0]  # when each timed copy's original arrived
     assert timings.arrived == {}  # the absorbed ones are forgotten too
     assert cast(Delivery, deliveries[-1]).acks == [True]  # one multiple ack for the batch

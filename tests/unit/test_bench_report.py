@@ -205,6 +205,20 @@ def test_each_rounds_stolen_cores_are_shown_so_a_disturbed_round_can_be_told_apa
     assert "stolen" not in by_key(figures(unknown))["latency_p99_ms"].note
 
 
+def test_where_the_slowest_percent_arrived_tells_a_stall_from_queueing() -> None:
+    stall = {"seconds": 2, "of_seconds": 30, "busiest_share": 0.9}
+    spread = {"seconds": 24, "of_seconds": 30, "busiest_share": 0.07}
+    relay = {**results()["latency"]["relay"], "tail_spread": spread}
+    latency = {"tail_spread": stall, "relay": relay, "p99_ratio": 2.9, "rounds": [7.1, 2.9],
+               "rounds_tail_spread": [[spread, stall], [None, spread]]}  # fmt: skip
+    p99 = by_key(figures(results(latency=latency)))["latency_p99_ms"].note
+    assert "slowest 1% arrived in 2 of the round's 30 s (90% in the busiest second)" in p99
+    assert "the relay's in 24 of 30 s (7%)" in p99
+    per_round = "busiest one's share, per round (relay/orchestrator): 24 s 7%/2 s 90%, ?/24 s 7%"
+    assert per_round in p99
+    assert "slowest 1% arrived" not in by_key(figures(results()))["latency_p99_ms"].note
+
+
 def test_a_timer_that_did_not_fire_exactly_once_is_spelled_out() -> None:
     changes = {"timers": {"fired_once": False, "fired_more_than_once": 3, "due_timers_left": 2}}
     note = by_key(figures(results(**changes)))["timers_all_fired_seconds"].note

@@ -11,6 +11,7 @@ from sagaline_tools.bench.stage_report import (
     orchestrator_stages,
     stage_text,
     summarize,
+    tail_spread,
 )
 
 
@@ -34,8 +35,9 @@ def batch(**changes: object) -> str:
 
 
 def test_each_command_causing_delivery_gets_stages_that_add_up_to_its_latency() -> None:
-    messages, parts, incomplete = orchestrator_stages([batch(), ""])
+    messages, parts, incomplete, arrivals = orchestrator_stages([batch(), ""])
     assert incomplete == 0
+    assert arrivals == [0.990, 0.999]  # of the two that sent commands
     assert len(messages) == 2  # the second delivery sent no command
     first, third = messages
     assert first == pytest.approx(
@@ -52,7 +54,7 @@ def test_each_command_causing_delivery_gets_stages_that_add_up_to_its_latency() 
 def test_a_batch_without_the_transaction_marks_still_counts_without_parts() -> None:
     older = json.loads(batch())
     del older["tx_planned"]  # e.g. a stage log written before the transaction was split
-    messages, parts, _ = orchestrator_stages([json.dumps(older)])
+    messages, parts, _, _ = orchestrator_stages([json.dumps(older)])
     assert len(messages) == 2
     assert parts == [{}, {}]
     summary = summarize(messages, parts)
@@ -63,7 +65,7 @@ def test_batches_without_commands_or_without_a_dispatch_are_left_out() -> None:
     no_commands = batch(caused=[False, False, False])
     fell_back = json.loads(batch())
     del fell_back["claimed"]
-    messages, _, incomplete = orchestrator_stages([no_commands, json.dumps(fell_back)])
+    messages, _, incomplete, _ = orchestrator_stages([no_commands, json.dumps(fell_back)])
     assert messages == []
     assert incomplete == 1
 
@@ -106,3 +108,20 @@ def test_batching_needs_two_batches_apart_in_time() -> None:
     assert batching([]) is None
     assert batching([batch()]) is None
     assert batching([batch(), batch()]) is None
+
+
+def test_a_stall_piles_the_slowest_percent_into_one_second_and_queueing_spreads_it() -> None:
+    """Two rounds of 30 s at 100 messages/s, each with 30 slow messages (the slowest 1%)."""
+    arrivals = [100.0 + i / 100 for i in range(3000)]
+    stalled = [50.0 if 1200 <= i < 1230 else 8.0 for i in range(3000)]  # 0.3 s at 12 s
+    queued = [50.0 if i % 100 == 7 else 8.0 for i in range(3000)]  # one in every second
+
+    assert tail_spread(arrivals, stalled, 50.0) == {
+        "seconds": 1, "of_seconds": 30, "busiest_share": 1.0,
+    }  # fmt: skip
+    assert tail_spread(arrivals, queued, 50.0) == {
+        "seconds": 30, "of_seconds": 30, "busiest_share": 0.03,
+    }  # fmt: skip
+    messages = [{"wait": 1.0, "confirm": total - 1.0} for total in stalled]
+    assert summarize(messages, arrivals=arrivals)["tail_spread"]["seconds"] == 1
+    assert "tail_spread" not in summarize(messages)  # the relay of an older run: no arrivals
