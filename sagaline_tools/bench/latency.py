@@ -29,11 +29,13 @@ broker's confirm of what it caused:
 A round is: the orchestrator alone (its rate sets the round's offered rate), the orchestrator's
 latency, then the bare relay's at the same rate. The figure is the orchestrator's p99 as a
 multiple of the relay's p99 at the same rate; with `--repeat N` the round runs N times and the
-median round is shown. Beside
-it, `pooled`: each side's p99 over all its rounds' messages and their ratio. A machine stall
-fills one round's slowest 1% on whichever side it hits, so per-round ratios scatter (0.7-7.7 in
-one morning); pooled, a short stall weighs 1/N as much on either side, while a slow stretch as
-long as a round still fills the pool's slowest 1% (it shows, it is not smoothed away).
+median round is shown. Beside it, `pooled`: each side's p99 over all its rounds' messages and
+their ratio. A machine stall fills one round's slowest 1% on whichever side it hits, so
+per-round ratios scatter (0.7-7.7 in one morning); pooled, a short stall weighs 1/N as much on
+either side, while a slow stretch as long as a round still fills the pool's slowest 1% (it
+shows, it is not smoothed away). Each side's `tail_spread` tells a stall from queueing: the
+seconds of the round its slowest 1% arrived in, and the busiest one's share. (The stalls caught
+on 2026-12-07 were RabbitMQ's quorum-queue WAL rolling over: docs/benchmark-log.md.)
 """
 
 from __future__ import annotations

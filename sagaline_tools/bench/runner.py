@@ -103,23 +103,20 @@ async def describe_servers(env: BenchEnv) -> dict[str, Any]:
     return info
 
 
-Section = Callable[[BenchEnv, BenchConfig, Step, dict[str, dict[str, Any]]], Awaitable[Any]]
+Section = Callable[[BenchEnv, BenchConfig, Step], Awaitable[Any]]
+"""Each section measures on its own: none takes a figure from another (the latency rounds
+measure the orchestrator alone themselves)."""
 
 
 def _sections() -> dict[str, Section]:
-    async def run_baseline(
-        env: BenchEnv, config: BenchConfig, step: Step, _: dict[str, dict[str, Any]]
-    ) -> Any:
-        return await baseline.run(env, config, step)
-
     return {
-        "baseline": run_baseline,
-        "minimal": lambda env, config, step, _: minimal.run(env, config, step),
-        "orchestrator": lambda env, config, step, _: orchestrator_run.run(env, config, step),
-        "e2e": lambda env, config, step, _: e2e.run(env, config, step),
-        "latency": lambda env, config, step, _: latency.run(env, config, step),
-        "scale": lambda env, config, step, _: orchestrator_run.run_scaled(env, config, step),
-        "timers": lambda env, config, step, _: timers.run(env, config, step),
+        "baseline": baseline.run,
+        "minimal": minimal.run,
+        "orchestrator": orchestrator_run.run,
+        "e2e": e2e.run,
+        "latency": latency.run,
+        "scale": orchestrator_run.run_scaled,
+        "timers": timers.run,
     }
 
 
@@ -198,7 +195,7 @@ async def run(
                     began = time.monotonic()
                     try:
                         async with asyncio.timeout(config.section_limit):
-                            results[name] = await sections[name](env, config, step, results)
+                            results[name] = await sections[name](env, config, step)
                         results[name]["wall_seconds"] = round(time.monotonic() - began, 1)
                         progress.update(
                             tasks[name],
