@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import ReplyEvent
 from contracts.envelope import Envelope, EnvelopeHeader, new_envelope
+from contracts.ids import derived_id
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -68,8 +69,9 @@ class StoredReply:
 
 
 def reply_message_id(command_id: uuid.UUID) -> uuid.UUID:
-    """Deterministic, so a reply re-built for the same command is recognisably the same reply."""
-    return uuid.uuid5(command_id, "reply")
+    """Deterministic, so a reply re-built for the same command is recognisably the same reply;
+    with the command id's time prefix, so replies sort with their saga (contracts.ids)."""
+    return derived_id(command_id, "reply")
 
 
 def reply_envelope(command: Envelope[Any], reply: ReplyEvent) -> Envelope[ReplyEvent]:

@@ -14,6 +14,7 @@ from typing import Annotated, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.base import Message
+from contracts.ids import uuid7
 from contracts.storable import check_timestamp
 
 M = TypeVar("M", bound=Message)
@@ -71,7 +72,7 @@ def new_envelope(
     occurred_at: datetime | None = None,
 ) -> Envelope[M]:
     return envelope_model(type(payload))(
-        message_id=message_id or uuid.uuid4(),
+        message_id=message_id or uuid7(),
         correlation_id=correlation_id,
         causation_id=causation_id,
         type=payload.message_type,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contracts.ids import uuid7
 from orchestrator.admin import SagaAdmin, _as_dict, _log_action, check_request
 from orchestrator.engine import OperatorRefused
 from orchestrator.store.tables import history, instances, timers
@@ -158,7 +159,7 @@ class TimerAdmin:
             await conn.execute(
                 update(timers)
                 .where(timers.c.saga_id == saga_id, timers.c.name == name)
-                .values(due_at=due_at, message_id=uuid.uuid4())
+                .values(due_at=due_at, message_id=uuid7())
             )
             await self._record(
                 conn,

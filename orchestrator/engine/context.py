@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from contracts.base import Command, Event
+from contracts.ids import derived_id
 from orchestrator.engine.model import (
     CompensationEntry,
     DefinitionError,
@@ -106,7 +107,7 @@ class StepContext(Generic[S, D]):
 
     def schedule(self, name: str, after: timedelta) -> None:
         """Set (or move) the saga's timer `name`; it fires once as trigger Timer(name)."""
-        message_id = uuid.uuid5(self.saga_id, f"timer:{name}:{self._new_version}")
+        message_id = derived_id(self.saga_id, f"timer:{name}:{self._new_version}")
         self._effects.timers[name] = TimerChange(name, self.now + after, message_id)
 
     def cancel_timer(self, name: str) -> None:
@@ -151,9 +152,10 @@ class StepContext(Generic[S, D]):
 
     def _message_id(self, message_type: str) -> uuid.UUID:
         # Deterministic: the same decision re-made after a conflict yields the same ids, and an
-        # operator's re-send of an outstanding command is recognisably the same command.
+        # operator's re-send of an outstanding command is recognisably the same command. With
+        # the saga id's time prefix, so that a saga's commands sort with its start (contracts.ids).
         index = len(self._effects.outgoing)
-        return uuid.uuid5(self.saga_id, f"{self._new_version}:{index}:{message_type}")
+        return derived_id(self.saga_id, f"{self._new_version}:{index}:{message_type}")
 
     @property
     def effects(self) -> _Effects:

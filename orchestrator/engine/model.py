@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from contracts.base import Message, ReplyEvent
 from contracts.envelope import Envelope
+from contracts.ids import uuid7
 from sagaline.messaging.errors import ReportableError
 
 TIMER_PREFIX = "timer:"
@@ -167,7 +168,7 @@ class Incoming:
     @classmethod
     def from_operator(cls, saga_id: uuid.UUID, request: OperatorRequest) -> Incoming:
         return cls(
-            message_id=uuid.uuid4(),
+            message_id=uuid7(),
             saga_id=saga_id,
             trigger=OPERATOR_PREFIX + request.action,
             payload=None,

@@ -57,7 +57,7 @@ async def publish_orders(
         await amqp.publish_envelopes(
             channel,
             env.settings.topology.events_exchange,
-            (order_envelope(run_tag, i) for i in range(orders)),
+            (order_envelope(run_tag, i, random_ids=env.random_ids) for i in range(orders)),
             progress=step.update,
         )
         published = time.monotonic()

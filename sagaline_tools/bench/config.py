@@ -83,6 +83,9 @@ class BenchConfig:
     """Transitions/s to offer in every latency round instead (no rate measured first)."""
     process_env: tuple[tuple[str, str], ...] = ()
     """Extra environment for the sagaline processes (e.g. SAGALINE_PREFETCH=64)."""
+    random_ids: bool = False
+    """Orders carry random (version 4) saga and message ids instead of version 7 ones
+    (contracts.ids): what a publisher that ignores the README's advice sends."""
     database_settings: tuple[tuple[str, str], ...] = ()
     """PostgreSQL settings of the run's database (ALTER DATABASE ... SET), e.g.
     plan_cache_mode=force_custom_plan: every connection of the run starts with them."""

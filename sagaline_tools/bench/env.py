@@ -52,6 +52,8 @@ class BenchEnv:
     log_dir: Path
     process_env: tuple[tuple[str, str], ...] = ()
     database_settings: tuple[tuple[str, str], ...] = ()
+    random_ids: bool = False
+    """Publish orders with random (version 4) ids instead of version 7 ones."""
     children: list[Child] = field(default_factory=list)
     database_created: bool = False
     servers: dict[int, str] = field(default_factory=dict)

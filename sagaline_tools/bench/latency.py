@@ -237,7 +237,9 @@ async def orchestrator_latency(
                 env.settings.topology.events_exchange, ensure=False
             )
             run_tag = uuid.uuid4().hex[:8]
-            envelopes = (order_envelope(run_tag, i) for i in range(orders))
+            envelopes = (
+                order_envelope(run_tag, i, random_ids=env.random_ids) for i in range(orders)
+            )
             pids = {"orchestrator": orchestrator.pid or 0, "stub": stub.pid or 0}
             cpu_before = cpu.snapshot(pids, env.servers)
             offered = await amqp.publish_paced(

@@ -168,6 +168,7 @@ async def run(
         log_dir,
         process_env=config.process_env,
         database_settings=config.database_settings,
+        random_ids=config.random_ids,
     )
     started_at = datetime.now(UTC).isoformat()
     machine = local_machine()

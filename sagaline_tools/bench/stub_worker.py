@@ -31,6 +31,7 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from contracts import order
+from contracts.ids import derived_id
 from sagaline.messaging.publish import amqp_message
 from sagaline_tools.bench.loop import echo_to
 from sagaline_tools.bench.relay import RelayStats, Route, enqueue, run_relay
@@ -74,7 +75,7 @@ REPLIES: dict[str, ReplyRule] = {
 
 def reply_message_id(command_id: uuid.UUID) -> uuid.UUID:
     """The id a real worker gives its reply (consumers.inbox.reply_message_id)."""
-    return uuid.uuid5(command_id, "reply")
+    return derived_id(command_id, "reply")
 
 
 def build_reply(command_body: bytes, now: datetime) -> tuple[str, bytes, dict[str, str]] | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from contracts import order
 from contracts.envelope import Envelope, new_envelope
+from contracts.ids import uuid7
 
 SKUS = 100
 """Distinct skus: reservations of one hot stock row would serialise on its lock."""
@@ -34,8 +35,14 @@ def submitted(run_tag: str, index: int) -> order.OrderSubmitted:
     )
 
 
-def order_envelope(run_tag: str, index: int) -> Envelope[Any]:
-    return new_envelope(submitted(run_tag, index), correlation_id=uuid.uuid4())
+def order_envelope(run_tag: str, index: int, *, random_ids: bool = False) -> Envelope[Any]:
+    """An order's starting event, with version 7 ids as the README advises publishers, or with
+    random (version 4) ones as a publisher that ignores the advice sends (`--random-ids`)."""
+    if random_ids:
+        return new_envelope(
+            submitted(run_tag, index), correlation_id=uuid.uuid4(), message_id=uuid.uuid4()
+        )
+    return new_envelope(submitted(run_tag, index), correlation_id=uuid7())
 
 
 def stock_for(count: int) -> dict[str, int]:

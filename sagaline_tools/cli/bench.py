@@ -93,6 +93,14 @@ def bench(
         list[str] | None,
         typer.Option("--env", help="KEY=VALUE for the measured sagaline processes (repeatable)."),
     ] = None,
+    random_ids: Annotated[
+        bool,
+        typer.Option(
+            "--random-ids",
+            help="Publish orders with random (version 4) saga and message ids instead of"
+            " version 7 ones, as a publisher that ignores the README's advice does.",
+        ),
+    ] = False,
     db_setting: Annotated[
         list[str] | None,
         typer.Option(
@@ -144,6 +152,7 @@ def bench(
             sections=bench_config.parse_only(only),
             latency_rate=latency_rate,
             process_env=bench_config.parse_env(env or []),
+            random_ids=random_ids,
             database_settings=bench_config.parse_database_settings(db_setting or []),
             keep=keep,
             seed_history=seed_history,

@@ -216,6 +216,9 @@ async def test_the_example_publishers_start_sagas_that_complete(
     )
     assert again == submitted
     order_saga = uuid.UUID(submitted["correlation_id"])
+    # Ids the example makes are version 7 (time-ordered), as the README advises, and so are the
+    # saga's commands' ids, derived from the saga id's time (contracts.ids).
+    assert (order_saga.version, uuid.UUID(submitted["message_id"]).version) == (7, 7)
     assert await final_states(engine, {order_saga}) == {order_saga: "completed"}
     # The event, its duplicate, and the three replies (payment, stock, shipment) were taken.
     await wait_received(system, before + 5)
@@ -231,7 +234,18 @@ async def test_the_example_publishers_start_sagas_that_complete(
             text("SELECT count(*) FROM payments.ledger WHERE order_id = :o AND kind = 'charge'"),
             {"o": order["order_id"]},
         )
+        commands = (
+            (
+                await conn.execute(
+                    text("SELECT message_id FROM saga.outbox WHERE saga_id = :id"),
+                    {"id": order_saga},
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert (starts, charges) == (1, 1)
+    assert commands and all(c.bytes[:6] == order_saga.bytes[:6] for c in commands)
 
     enrolled = run_publisher(command, settings, tmp_path, "EnrollmentRequested", enrollment)
     detected = run_publisher(command, settings, tmp_path, "DocumentChangeDetected", change)

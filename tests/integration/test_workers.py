@@ -31,6 +31,7 @@ from consumers.testing import ReplyListener, delete_namespace, running, send_com
 from contracts import order as o
 from contracts.base import Command
 from contracts.envelope import Envelope, new_envelope
+from contracts.ids import derived_id
 from contracts.topology import H_CAUSATION_ID, H_SCHEMA_VERSION
 from sagaline.db import create_unpooled_engine
 from sagaline.service import confirm_channel, connect_amqp
@@ -160,7 +161,7 @@ async def test_reply_envelope_and_properties(client: Client, db: AsyncEngine) ->
     assert reply.envelope.payload == o.PaymentProcessed(
         order_id=order_id, payment_id=pay_rules.payment_id_for(order_id), amount_cents=1_234
     )
-    assert reply.envelope.message_id == uuid.uuid5(command.message_id, "reply")
+    assert reply.envelope.message_id == derived_id(command.message_id, "reply")
     assert reply.envelope.correlation_id == saga
     assert reply.envelope.causation_id == command.message_id
     message = reply.message

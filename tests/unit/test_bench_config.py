@@ -94,3 +94,13 @@ def test_database_settings_are_name_value_pairs() -> None:
     for bad in ("novalue", "=1", "bad name=1", "a;drop=1"):
         with pytest.raises(ConfigError, match="name=value"):
             parse_database_settings([bad])
+
+
+def test_orders_carry_version_7_ids_unless_random_ids_are_asked_for() -> None:
+    from sagaline_tools.bench.workload import order_envelope
+
+    advised = order_envelope("run1", 7)
+    assert (advised.correlation_id.version, advised.message_id.version) == (7, 7)
+    ignored = order_envelope("run1", 7, random_ids=True)
+    assert (ignored.correlation_id.version, ignored.message_id.version) == (4, 4)
+    assert ignored.payload == advised.payload  # the same order either way

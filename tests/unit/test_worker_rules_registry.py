@@ -13,6 +13,7 @@ from consumers import WORKERS, WorkerSettings
 from consumers.__main__ import main
 from consumers.inbox import reply_envelope, reply_message_id
 from contracts.envelope import new_envelope
+from contracts.ids import derived_id
 from contracts.order import PaymentRefunded, RefundPayment
 from contracts.routes import WORKER_COMMANDS
 from contracts.topology import Topology
@@ -42,7 +43,7 @@ def test_reply_envelope_ids() -> None:
     command = new_envelope(RefundPayment(order_id="o-1"), correlation_id=saga)
     reply = reply_envelope(command, PaymentRefunded(order_id="o-1", amount_cents=0))
     assert reply.message_id == reply_message_id(command.message_id)
-    assert reply.message_id == uuid.uuid5(command.message_id, "reply")
+    assert reply.message_id == derived_id(command.message_id, "reply")
     assert reply.correlation_id == saga
     assert reply.causation_id == command.message_id
     assert reply.type == "PaymentRefunded"
