@@ -83,9 +83,7 @@ def offered_rates(config: BenchConfig, alone_rate: float | None) -> tuple[float,
 
 
 async def alone_rate(env: BenchEnv, config: BenchConfig, step: Step) -> float | None:
-    """The orchestrator's rate alone right now (None when `--latency-rate` fixes the rate)."""
-    if config.latency_rate is not None:
-        return None
+    """The orchestrator's rate alone right now: one burst of the orchestrator section."""
     burst = await orchestrator_run.run(env, config, step, rounds=1)
     rate = burst.get("transitions_per_s")
     return float(rate) if rate is not None else None
@@ -101,7 +99,8 @@ async def run(env: BenchEnv, config: BenchConfig, step: Step) -> dict[str, Any]:
     offered = []
     pooled: dict[str, list[float]] = {"orchestrator": [], "relay": []}
     for _ in range(config.repeat):
-        alone = await alone_rate(env, config, step)
+        fixed = config.latency_rate is not None
+        alone = None if fixed else await alone_rate(env, config, step)
         transitions_rate, orders_rate = offered_rates(config, alone)
         offered.append(transitions_rate)
         result = await orchestrator_latency(env, config, step, transitions_rate, orders_rate)
