@@ -121,6 +121,18 @@ class System:
             self.stop(process)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran the processes shows what each of them logged last: a stuck saga's
+    cause is usually there, and the logs live in a temporary directory nobody reads."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    value = getattr(item, "funcargs", {}).get("system")
+    if report.failed and call.when == "call" and isinstance(value, System):
+        for process in value.processes:
+            report.sections.append((f"{process.name} log (last lines)", process.log_tail(25)))
+
+
 @pytest.fixture
 def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
     """The orchestrator and every worker as separate processes; stopped even on failure."""

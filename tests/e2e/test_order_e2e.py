@@ -17,6 +17,7 @@ from sagaline.db import create_engine
 from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
 from tests.e2e.conftest import System
+from tests.e2e.diagnostics import final_states
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -96,7 +97,7 @@ async def test_fifty_orders_reach_their_expected_final_states_with_balanced_ledg
 
     engine = create_engine(settings, pool_size=2)
     try:
-        states = await _wait_for_final_states(engine, set(sagas))
+        states = await final_states(engine, set(sagas), deadline_s=150.0, poll_s=0.25)
         async with engine.connect() as conn:
             unpublished = await _wait_outbox_drained(conn)
             charges = await _ledger_by_order(conn)
@@ -132,26 +133,6 @@ async def test_fifty_orders_reach_their_expected_final_states_with_balanced_ledg
     assert unpublished == 0
     for process in system.processes:
         assert process.popen is not None and process.popen.poll() is None, process.log_tail()
-
-
-async def _wait_for_final_states(
-    engine, saga_ids: set[uuid.UUID], deadline_s: float = 150.0
-) -> dict[uuid.UUID, str]:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(deadline_s):
-        while True:
-            async with engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        text(
-                            "SELECT id, state, finished_at IS NOT NULL AS done"
-                            " FROM saga.instances WHERE id = ANY(:ids)"
-                        ),
-                        {"ids": list(saga_ids)},
-                    )
-                ).all()
-            if len(rows) == len(saga_ids) and all(r.done for r in rows):
-                return {r.id: r.state for r in rows}
-            await asyncio.sleep(0.25)
 
 
 async def _wait_outbox_drained(conn, deadline_s: float = 20.0) -> int:  # type: ignore[no-untyped-def]

@@ -28,6 +28,7 @@ from contracts.topology import H_REASON, ParkReason
 from sagaline.db import create_engine
 from sagaline.settings import Settings
 from tests.e2e.conftest import Process, System, _free_port
+from tests.e2e.diagnostics import final_states
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -143,24 +144,6 @@ async def seed(engine: AsyncEngine, skus: list[str], course_id: str) -> None:
         await seed_course(conn, course_id, 10, title="Sagas 101", access_open=True)
 
 
-async def final_states(engine: AsyncEngine, saga_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
-    async with asyncio.timeout(DEADLINE_S):
-        while True:
-            async with engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        text(
-                            "SELECT id, state, finished_at IS NOT NULL AS done"
-                            " FROM saga.instances WHERE id = ANY(:ids)"
-                        ),
-                        {"ids": list(saga_ids)},
-                    )
-                ).all()
-            if len(rows) == len(saga_ids) and all(row.done for row in rows):
-                return {row.id: row.state for row in rows}
-            await asyncio.sleep(0.2)
-
-
 def received_by_orchestrator(system: System) -> float:
     """Deliveries the orchestrator has settled so far (its batch-size histogram's sum)."""
     port = system.by_name("orchestrator").port
@@ -219,7 +202,7 @@ async def test_the_example_publishers_start_sagas_that_complete(
     # Ids the example makes are version 7 (time-ordered), as the README advises, and so are the
     # saga's commands' ids, derived from the saga id's time (contracts.ids).
     assert (order_saga.version, uuid.UUID(submitted["message_id"]).version) == (7, 7)
-    assert await final_states(engine, {order_saga}) == {order_saga: "completed"}
+    assert await final_states(engine, {order_saga}, DEADLINE_S) == {order_saga: "completed"}
     # The event, its duplicate, and the three replies (payment, stock, shipment) were taken.
     await wait_received(system, before + 5)
     async with engine.connect() as conn:
@@ -250,7 +233,7 @@ async def test_the_example_publishers_start_sagas_that_complete(
     enrolled = run_publisher(command, settings, tmp_path, "EnrollmentRequested", enrollment)
     detected = run_publisher(command, settings, tmp_path, "DocumentChangeDetected", change)
     sagas = {uuid.UUID(enrolled["correlation_id"]), uuid.UUID(detected["correlation_id"])}
-    assert await final_states(engine, sagas) == dict.fromkeys(sagas, "completed")
+    assert await final_states(engine, sagas, DEADLINE_S) == dict.fromkeys(sagas, "completed")
 
 
 async def get_parked(settings: Settings, message_id: str) -> aio_pika.abc.AbstractIncomingMessage:

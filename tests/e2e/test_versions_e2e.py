@@ -33,7 +33,8 @@ from sagaline.db import create_engine
 from sagaline.messaging.publish import publish_envelope
 from sagaline.settings import Settings
 from tests.e2e.conftest import Process, System, _free_port
-from tests.e2e.test_order_e2e import _ledger_by_order, _wait_for_final_states, _wait_outbox_drained
+from tests.e2e.diagnostics import final_states
+from tests.e2e.test_order_e2e import _ledger_by_order, _wait_outbox_drained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -188,7 +189,7 @@ async def test_sagas_finish_under_their_version_unless_migrated(
 
         system.start(system.by_name("inventory"), SLOW_STEPS)
         all_ids = v1_ids | v2_ids
-        states = await _wait_for_final_states(engine, all_ids)
+        states = await final_states(engine, all_ids, deadline_s=150.0, poll_s=0.25)
         async with engine.connect() as conn:
             unpublished = await _wait_outbox_drained(conn)
             ledger = await _ledger_by_order(conn)
