@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -129,8 +130,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     value = getattr(item, "funcargs", {}).get("system")
     if report.failed and call.when == "call" and isinstance(value, System):
+        report.sections.append(("broker queues", _queue_report(value)))
         for process in value.processes:
             report.sections.append((f"{process.name} log (last lines)", process.log_tail(25)))
+
+
+def _queue_report(system: System) -> str:
+    from tests.e2e.diagnostics import queue_depths
+
+    consumers = [process.name for process in system.processes]
+    try:
+        return "\n".join(asyncio.run(queue_depths(system.settings, consumers)))
+    except Exception as exc:  # the report must not hide the test's own failure
+        return f"could not read the queues: {exc!r}"
 
 
 @pytest.fixture

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
+import aio_pika
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sagaline.settings import Settings
 
 MAX_SAGAS_SHOWN = 5
 
@@ -97,3 +101,26 @@ async def _outbox(conn: AsyncConnection, where: str, values: dict[str, object]) 
         f" {r.published_at}, leased until {r.dispatch_until}"
         for r in rows
     ]
+
+
+async def queue_depths(settings: Settings, consumers: Sequence[str]) -> list[str]:
+    """Ready messages and consumers of each consumer's work and parking queue: an event nobody
+    took waits in a work queue, one refused waits in parking with its reason."""
+    lines = []
+    connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+    try:
+        for consumer in consumers:
+            topology = settings.topology
+            for queue in (topology.work_queue(consumer), topology.parking_queue(consumer)):
+                channel = await connection.channel()  # a missing queue closes its channel
+                try:
+                    declared = (await channel.declare_queue(queue, passive=True)).declaration_result
+                    lines.append(
+                        f"{queue}: {declared.message_count} ready,"
+                        f" {declared.consumer_count} consumers"
+                    )
+                except aio_pika.exceptions.ChannelClosed:
+                    lines.append(f"{queue}: missing")
+    finally:
+        await connection.close()
+    return lines
