@@ -124,8 +124,9 @@ class System:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failed test that ran the processes shows what each of them logged last: a stuck saga's
-    cause is usually there, and the logs live in a temporary directory nobody reads."""
+    """A failed test that ran the processes shows the consumers' queues and what each process
+    logged last: a stuck saga's cause is usually there, and the logs live in a temporary
+    directory nobody reads."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     value = getattr(item, "funcargs", {}).get("system")
