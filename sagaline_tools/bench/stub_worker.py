@@ -30,8 +30,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
+from consumers.inbox import reply_message_id
 from contracts import order
-from contracts.ids import derived_id
 from sagaline.messaging.publish import amqp_message
 from sagaline_tools.bench.loop import echo_to
 from sagaline_tools.bench.relay import RelayStats, Route, enqueue, run_relay
@@ -71,11 +71,6 @@ REPLIES: dict[str, ReplyRule] = {
         lambda p: {"order_id": p["order_id"]},
     ),
 }
-
-
-def reply_message_id(command_id: uuid.UUID) -> uuid.UUID:
-    """The id a real worker gives its reply (consumers.inbox.reply_message_id)."""
-    return derived_id(command_id, "reply")
 
 
 def build_reply(command_body: bytes, now: datetime) -> tuple[str, bytes, dict[str, str]] | None:

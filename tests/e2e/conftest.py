@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sagaline.settings import Settings
+from tests.e2e.diagnostics import queue_depths
 
 READY_DEADLINE_S = 120.0
 
@@ -137,8 +138,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _queue_report(system: System) -> str:
-    from tests.e2e.diagnostics import queue_depths
-
     consumers = [process.name for process in system.processes]
     try:
         return "\n".join(asyncio.run(queue_depths(system.settings, consumers)))
