@@ -18,6 +18,7 @@ finished sagas that tripled the WAL per transition (11.6 kB against 3.8 kB with 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -33,9 +34,14 @@ def uuid7(now_ns: int | None = None) -> uuid.UUID:
 
 
 def derived_id(base: uuid.UUID, name: str) -> uuid.UUID:
-    """The same for the same (base, name); its first 48 bits are `base`'s."""
-    hashed = uuid.uuid5(base, name).bytes
-    return _with_version(base.bytes[:_TIME_BYTES] + hashed[_TIME_BYTES:], 8)
+    """The same for the same (base, name); its first 48 bits are `base`'s.
+
+    The bits after the time are `uuid.uuid5(base, name)`'s (the SHA-1 of base and name), so
+    ids made by earlier releases are made again: hashed here directly, without building the
+    version 5 UUID first (half the cost; a saga step derives one or two of these)."""
+    base_bytes = base.bytes
+    hashed = hashlib.sha1(base_bytes + name.encode(), usedforsecurity=False).digest()
+    return _with_version(base_bytes[:_TIME_BYTES] + hashed[_TIME_BYTES:16], 8)
 
 
 def _with_version(raw: bytes, version: int) -> uuid.UUID:

@@ -45,3 +45,18 @@ def test_an_envelope_gets_a_time_ordered_message_id_unless_one_is_given() -> Non
     assert made.message_id.version == 7
     given = uuid.uuid4()
     assert new_envelope(event, correlation_id=uuid.uuid4(), message_id=given).message_id == given
+
+
+def test_derived_ids_are_the_ones_earlier_releases_made() -> None:
+    # A step decided again after an upgrade (a conflict, an operator's re-send) must name its
+    # commands, timers and replies as the release before did, or workers would run them twice.
+    saga = uuid.UUID("0193a5c0-7e00-7abc-8def-0123456789ab")
+    made_before = {  # derived_id until 2026-12-07: uuid5(base, name), then base's time bits
+        "3:0:ProcessPayment": "0193a5c0-7e00-82c1-9d5e-296141ba5b1a",
+        "timer:step-timeout:4": "0193a5c0-7e00-861e-a5ac-73ee29f00db7",
+        "reply": "0193a5c0-7e00-8e12-8e34-ce6694e90c5f",
+        "é:unicode": "0193a5c0-7e00-8e6e-a683-f033f4dc7a33",
+    }
+    assert {name: str(derived_id(saga, name)) for name in made_before} == made_before
+    random_saga = uuid.UUID("5a6a0000-0000-4000-8000-000000000001")
+    assert str(derived_id(random_saga, "reply")) == "5a6a0000-0000-8629-8ec4-bc87cb7821f7"
