@@ -7,7 +7,6 @@ rows it plans are written by orchestrator/store/sql.py in one transaction.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from orchestrator.engine import (
 )
 from orchestrator.engine.model import timer_name
 from orchestrator.engine.registry import Workflows
+from orchestrator.store.json_text import json_text
 from sagaline.messaging.errors import ReportableError
 
 _tracer = trace.get_tracer("sagaline.orchestrator")
@@ -335,7 +335,7 @@ def _history_row(
         decision.outcome.value,
         decision.from_state,
         decision.to_state,
-        json.dumps(commands),
+        json_text(commands),
         actor,
         decision.note,
     )

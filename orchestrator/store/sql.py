@@ -28,7 +28,6 @@ keeps one pool; asyncpg's jsonb codec there takes JSON text and returns Python v
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 import weakref
@@ -41,6 +40,7 @@ import asyncpg
 
 from orchestrator.dispatch_marks import Mark
 from orchestrator.engine import Incoming, RuntimeState, SagaSnapshot
+from orchestrator.store.json_text import json_text
 from orchestrator.store.plan import Plan
 
 NOTIFY_CHANNEL = "sagaline_outbox"
@@ -423,7 +423,7 @@ async def write(
 
 def _outbox_columns(plan: Plan) -> list[list[Any]]:
     columns = _columns(plan.outbox, 8)
-    columns[6] = [json.dumps(headers) for headers in columns[6]]  # jsonb goes as its text
+    columns[6] = [json_text(headers) for headers in columns[6]]  # jsonb goes as its text
     return columns
 
 
@@ -439,8 +439,8 @@ def _saga_columns(plan: Plan) -> list[list[Any]]:
         finished_at = plan.now if current.finished else None
         values = (
             current.state,
-            json.dumps(current.data),
-            json.dumps(current.runtime.to_json()),
+            json_text(current.data),
+            json_text(current.runtime.to_json()),
             current.version,
         )
         if slot.loaded is None:
