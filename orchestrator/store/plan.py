@@ -78,6 +78,9 @@ class OutboxMessage(NamedTuple):
 @dataclass
 class Plan:
     now: datetime
+    traced: bool = False
+    """Whether each step opens a "saga transition" span (an SDK tracer provider is
+    installed); looked up once per batch."""
     steps: list[Planned | ReportableError | None] = field(default_factory=list)
     """Per incoming, in order: a planned step, a refusal, or None for a duplicate delivery."""
     slots: dict[uuid.UUID, SagaSlot] = field(default_factory=dict)
@@ -117,7 +120,7 @@ def plan_batch(
 
     `owners` maps (workflow, business key) to the saga that already holds it in the database.
     """
-    plan = Plan(now=now)
+    plan = Plan(now=now, traced=_tracing())
     for saga_id, snapshot in loaded.items():
         plan.slots[saga_id] = SagaSlot(snapshot, snapshot)
     keys = {(s.workflow, s.business_key): s.saga_id for s in loaded.values()} | dict(owners)
@@ -160,7 +163,7 @@ def _plan_one(
     headers: Mapping[str, str],
     actor: str,
 ) -> Planned:
-    if not _tracing():
+    if not plan.traced:
         decision, saga_id = _decide(plan, machine, incoming, keys, config)
         carrier = _untraced_carrier(headers)
     else:
