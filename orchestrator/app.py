@@ -20,6 +20,7 @@ from orchestrator.metrics import DatabaseSampler, SagaMetrics
 from orchestrator.parking_metrics import ParkingSampler
 from orchestrator.relay import OutboxRelay
 from orchestrator.store.saga_store import Clock, SagaStore, utcnow
+from orchestrator.store.snapshot_cache import SnapshotCache
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from orchestrator.workflows.loading import load_workflows
@@ -61,6 +62,7 @@ def build_store(
         clock=clock,
         dispatch_lease=timedelta(seconds=settings.dispatch_lease_seconds),
         on_conflict=on_conflict,
+        snapshots=SnapshotCache(settings.snapshot_cache_size),
     )
 
 

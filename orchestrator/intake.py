@@ -196,7 +196,7 @@ class BatchIntake:
         headers = [trace_headers(delivery) for delivery, _ in parsed]
         return await apply_batch(
             lambda: self.store.handle_batch(
-                incomings, trace_headers=headers, notify_relay=self.dispatch is None
+                incomings, trace_headers=headers, notify_relay=self.dispatch is None, guess=True
             ),
             stopping=self.handler.stopping,
             backoff=self.outage_backoff,

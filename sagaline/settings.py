@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     long the relay loop leaves those rows to it. A process that dies in between delays them by
     at most this (a redelivered duplicate sweeps them at once); a publish slower than this may
     go out twice (consumers deduplicate by message id)."""
+    snapshot_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    """How many sagas the orchestrator remembers as it last committed them, so that a batch of
+    replies to its own commands skips its read (orchestrator/store/snapshot_cache.py); 0 turns
+    it off. A stale entry costs one write, decided again from a read, never a wrong step."""
     timer_poll_seconds: float = Field(default=1.0, gt=0)
     timer_batch_size: int = Field(default=1000, ge=1, le=10_000)
     """Due timers fired per round (one transaction). Matters when many fall due at once, e.g.

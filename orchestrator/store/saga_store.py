@@ -36,6 +36,7 @@ from orchestrator.engine.model import TIMER_PREFIX
 from orchestrator.engine.registry import Workflows
 from orchestrator.store import sql
 from orchestrator.store.plan import OutboxMessage, actor_of, plan_batch
+from orchestrator.store.snapshot_cache import SnapshotCache
 from orchestrator.store.sql import NOTIFY_CHANNEL, ConcurrencyConflict
 from orchestrator.store.tables import instances, outbox
 from sagaline.faults import crash_point
@@ -67,6 +68,11 @@ def utcnow() -> datetime:
 
 class ConflictRetriesExhausted(ReportableError):
     """The step kept losing races; the delivery goes through the broker's retry ladder."""
+
+
+class GuessMissed(ConcurrencyConflict):
+    """A batch decided from the snapshot cache fell short in its write: decide it again from a
+    real read (not a race with another transaction, unless that is why the cache was stale)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class SagaStore:
         on_conflict: Callable[[], None] | None = None,
         dispatch_lease: timedelta = timedelta(seconds=5),
         pending_marks: PendingMarks | None = None,
+        snapshots: SnapshotCache | None = None,
     ) -> None:
         self.engine = engine
         self.topology = topology
@@ -128,6 +135,8 @@ class SagaStore:
         dispatches them itself (`notify_relay=False`)."""
         self.pending_marks = pending_marks
         """Dispatched rows the next write marks sent (orchestrator.dispatch_marks)."""
+        self.snapshots = snapshots if snapshots is not None else SnapshotCache(0)
+        """The sagas this store committed last, for batches that may skip their read."""
 
     async def handle(
         self,
@@ -156,24 +165,31 @@ class SagaStore:
         trace_headers: Sequence[Mapping[str, str]] | None = None,
         timer_guard: bool = False,
         notify_relay: bool = True,
+        guess: bool = False,
     ) -> list[BatchResult]:
         """Apply a batch in one transaction, as if its messages were applied one by one.
 
         On a version conflict the transaction rolls back; a batch is split in halves so that
         one contended saga does not hold up the rest, and single steps are retried with jitter.
         `notify_relay=False` when the caller dispatches the steps' outbox rows itself (each
-        StepResult's `outbox`): they are leased to it for `dispatch_lease`.
+        StepResult's `outbox`): they are leased to it for `dispatch_lease`. `guess`: the
+        batch may be decided from the snapshot cache without a read (the intake's batches);
+        when that guess falls short it is decided again from a read, and is not a conflict.
         """
         items = list(incomings)
         who = list(actors) if actors is not None else [actor_of(i) for i in items]
         headers = list(trace_headers) if trace_headers is not None else [{}] * len(items)
         conflicts = 0
+        guessing = guess and not timer_guard
         while True:
             try:
                 return await self._transaction(
-                    items, who, headers, timer_guard, conflicts, notify_relay
+                    items, who, headers, timer_guard, conflicts, notify_relay, guessing
                 )
+            except GuessMissed:
+                guessing = False
             except ConcurrencyConflict:
+                guessing = False
                 conflicts += 1
                 if self.on_conflict is not None:
                     self.on_conflict()
@@ -274,6 +290,7 @@ class SagaStore:
         timer_guard: bool,
         conflicts: int,
         notify_relay: bool,
+        guess: bool = False,
     ) -> list[BatchResult]:
         async with self.engine.connect() as sa_conn:
             conn = await driver_connection(sa_conn)
@@ -282,7 +299,15 @@ class SagaStore:
             now = self.clock()
             if not timer_guard:  # the write commits on its own: no BEGIN, no COMMIT
                 return await self._apply(
-                    conn, incomings, actors, headers, conflicts, now, notify_relay, marking=True
+                    conn,
+                    incomings,
+                    actors,
+                    headers,
+                    conflicts,
+                    now,
+                    notify_relay,
+                    marking=True,
+                    guess=guess,
                 )
             async with conn.transaction():  # the timers' rows go with the step, or stay
                 if not await _claim_timers(conn, incomings):
@@ -302,10 +327,18 @@ class SagaStore:
         notify_relay: bool = True,
         *,
         marking: bool = False,
+        guess: bool = False,
     ) -> list[BatchResult]:
         """`marking`: the write commits on its own, so it may carry the pending marks (inside a
-        caller's transaction, a failed commit would lose them)."""
-        read = await sql.read(conn, incomings, [self.workflows.start_key(i) for i in incomings])
+        caller's transaction, a failed commit would lose them), and the snapshot cache may
+        remember what it wrote. `guess`: decide from the snapshot cache if it knows every saga
+        (each message is then taken as new, each start as unclaimed; the write checks both)."""
+        start_keys = [self.workflows.start_key(i) for i in incomings]
+        known = self.snapshots.guess(incomings, start_keys) if guess else None
+        if known is None:
+            read = await sql.read(conn, incomings, start_keys)
+        else:
+            read = sql.BatchRead([True] * len(incomings), known, {})
         mark("tx_loaded")
         plan = plan_batch(
             incomings,
@@ -320,6 +353,10 @@ class SagaStore:
             self.workflows,
         )
         mark("tx_planned")
+        if known is not None and any(isinstance(step, ReportableError) for step in plan.steps):
+            # A refusal leaves no inbox row for the write to trip on, so a guess cannot tell it
+            # from a message already processed (a duplicate, to be acked): ask the database.
+            raise GuessMissed("a refused step in a guessed batch")
         crash_point("orchestrator.before_commit")
         lease = None if notify_relay else self.dispatch_lease
         pending = self.pending_marks if marking else None
@@ -328,12 +365,23 @@ class SagaStore:
             await sql.write(
                 conn, plan, notify_relay=notify_relay, dispatch_lease=lease, marks=marks
             )
-        except BaseException:
+        except BaseException as exc:
             if pending is not None:
                 pending.give_back(marks)  # marked again later: the update is idempotent
+            if known is not None and isinstance(exc, ConcurrencyConflict):
+                self.snapshots.missed(plan.slots)
+                raise GuessMissed(str(exc)) from None
+            # Committed or not (a lost connection may hide a commit): read these sagas again.
+            self.snapshots.forget(plan.slots)
             raise
         if pending is not None:
             pending.written(marks)
+        if known is not None:
+            self.snapshots.held()
+        if marking:
+            self.snapshots.remember((i, slot.current) for i, slot in plan.slots.items())
+        else:  # the caller's transaction may still roll back
+            self.snapshots.forget(plan.slots)
         mark("tx_written")
         written = {message.message_id: message for message in plan.outbox}
         results: list[BatchResult] = []

@@ -1,0 +1,101 @@
+"""The sagas this process wrote last, so that a batch of replies to its own commands is decided
+without reading them back first. No I/O: the store asks and tells it.
+
+A batch's read is one of the two database round trips between an event's arrival and its
+commands' publish. When every saga of a batch is one this process committed last (the reply to
+a command it sent) or is being started, the batch can be decided from memory and written at
+once: the write checks everything the read would have told (a saga moved meanwhile fails its
+compare-and-swap, a message already recorded or a saga or business key already taken fails its
+insert), and any such shortfall rolls the whole batch back. The store then forgets those sagas
+and decides the batch again from a real read, so a stale entry costs one write, never a wrong
+step. (`sagaline bench --only latency` at 500/s, 2026-12-07: p99 26-33 against 38-45 ms with
+the read.)
+
+Replicas compete for one queue, so a saga's next event often reaches another replica, and this
+one's entry for it is then stale. The cache watches its own record: while fewer than
+`MIN_HIT_RATE` of the recent guesses held, it stands aside (the batch reads, as without it) and
+tries again only every `PROBE_EVERY` batches, so a deployment where it does not pay costs one
+extra write in that many.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from orchestrator.engine import Incoming, SagaSnapshot
+
+MIN_HIT_RATE = 0.9
+RECENT = 100
+"""How many recent guesses the hit rate is taken over."""
+PROBE_EVERY = 50
+"""While the hit rate is low: one guess in this many batches, to notice it recover."""
+
+
+class SnapshotCache:
+    """Up to `size` sagas as this process last committed them (the oldest entries go first)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sagas: dict[uuid.UUID, SagaSnapshot] = {}
+        self._recent: deque[bool] = deque(maxlen=RECENT)
+        self._since_probe = 0
+
+    def guess(
+        self, incomings: Sequence[Incoming], start_keys: Sequence[tuple[str, str] | None]
+    ) -> dict[uuid.UUID, SagaSnapshot] | None:
+        """The batch's sagas by id when every one is cached or being started (then each
+        message is taken as new and each start as unclaimed), or None: read them."""
+        if self.size <= 0 or not self._worth_a_guess():
+            return None
+        known: dict[uuid.UUID, SagaSnapshot] = {}
+        for incoming, start_key in zip(incomings, start_keys, strict=True):
+            snapshot = self._sagas.get(incoming.saga_id)
+            if snapshot is not None:
+                known[incoming.saga_id] = snapshot
+            elif start_key is None:
+                return None
+        return known
+
+    def held(self) -> None:
+        """The write of a guessed batch went through."""
+        self._recent.append(True)
+
+    def missed(self, saga_ids: Iterable[uuid.UUID]) -> None:
+        """The write of a guessed batch fell short: its sagas are read again from now on."""
+        self._recent.append(False)
+        self.forget(saga_ids)
+
+    def remember(self, sagas: Iterable[tuple[uuid.UUID, SagaSnapshot | None]]) -> None:
+        """Sagas as a committed write left them (None or finished: nothing more to decide)."""
+        if self.size <= 0:
+            return
+        for saga_id, snapshot in sagas:
+            self._sagas.pop(saga_id, None)  # re-inserted last: the oldest entries go first
+            if snapshot is not None and not snapshot.finished:
+                self._sagas[saga_id] = snapshot
+        while len(self._sagas) > self.size:
+            del self._sagas[next(iter(self._sagas))]
+
+    def forget(self, saga_ids: Iterable[uuid.UUID]) -> None:
+        """Sagas whose stored state this process may not know (a write that is not yet
+        committed, or a guess that failed)."""
+        for saga_id in saga_ids:
+            self._sagas.pop(saga_id, None)
+
+    def __len__(self) -> int:
+        return len(self._sagas)
+
+    def _worth_a_guess(self) -> bool:
+        if len(self._recent) < RECENT // 5 or self.hit_rate() >= MIN_HIT_RATE:
+            self._since_probe = 0
+            return True
+        self._since_probe += 1
+        if self._since_probe >= PROBE_EVERY:
+            self._since_probe = 0
+            return True
+        return False
+
+    def hit_rate(self) -> float:
+        return sum(self._recent) / len(self._recent) if self._recent else 1.0

@@ -1,0 +1,192 @@
+"""Batches decided from the snapshot cache, on a real PostgreSQL: the write checks the guess.
+
+A guessed batch skips its read; whatever the read would have told (a saga moved by another
+replica, a message already processed, a business key taken) makes the write fall short, and
+the batch is decided again from a read with the same outcome as if it had read at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts import order as o
+from contracts.envelope import new_envelope
+from orchestrator.engine import EngineConfig, Incoming, Outcome, UnexpectedMessage
+from orchestrator.store import plan as plan_module
+from orchestrator.store import sql as batch_module
+from orchestrator.store.saga_store import SagaStore, StepResult
+from orchestrator.store.snapshot_cache import SnapshotCache
+from orchestrator.store.tables import instances
+from orchestrator.workflows import WORKFLOWS
+from sagaline.db import create_engine
+from sagaline.messaging.errors import ReportableError
+from sagaline.settings import Settings
+from tests.integration.support import FakeClock, order_submitted, reply
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    value = create_engine(settings, pool_size=5)
+    try:
+        yield value
+    finally:
+        await value.dispose()
+
+
+class Replica:
+    """One orchestrator process's store: its own snapshot cache and conflict count."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, clock: FakeClock) -> None:
+        self.conflicts = 0
+        self.store = SagaStore(
+            engine,
+            settings.topology,
+            EngineConfig(step_timeout=timedelta(minutes=2)),
+            WORKFLOWS,
+            clock=clock,
+            on_conflict=self._count,
+            snapshots=SnapshotCache(100),
+        )
+
+    def _count(self) -> None:
+        self.conflicts += 1
+
+    async def step(self, incoming: Incoming) -> StepResult:
+        """As the intake applies a batch (of one here): guessing where it can."""
+        (result,) = await self.store.handle_batch([incoming], notify_relay=False, guess=True)
+        assert not isinstance(result, ReportableError), result
+        return result
+
+
+@pytest.fixture
+def replicas(engine: AsyncEngine, settings: Settings) -> tuple[Replica, Replica]:
+    clock = FakeClock()
+    return Replica(engine, settings, clock), Replica(engine, settings, clock)
+
+
+async def saga_row(engine: AsyncEngine, saga_id: uuid.UUID) -> tuple[str, int]:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(instances.c.state, instances.c.version).where(instances.c.id == saga_id)
+            )
+        ).one()
+    return row.state, row.version
+
+
+def outstanding(result: StepResult) -> uuid.UUID:
+    assert result.decision is not None
+    (command,) = [o.message_id for o in result.decision.outgoing if o.kind == "command"]
+    return command
+
+
+def paid(order_id: str, saga_id: uuid.UUID, command_id: uuid.UUID) -> Incoming:
+    payment = o.PaymentProcessed(order_id=order_id, payment_id="p-1", amount_cents=1000)
+    return reply(payment, saga_id, command_id)
+
+
+async def test_a_reply_to_its_own_command_is_decided_without_a_read(
+    replicas: tuple[Replica, Replica], engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica, _ = replicas
+
+    async def no_read(*_: object) -> None:
+        raise AssertionError("the batch read its sagas")
+
+    monkeypatch.setattr(batch_module, "read", no_read)
+    submitted = order_submitted()
+    started = await replica.step(Incoming.from_envelope(submitted))
+    payment = outstanding(started)
+    moved = await replica.step(paid(submitted.payload.order_id, started.saga_id, payment))
+
+    assert moved.decision is not None and moved.decision.outcome is Outcome.TRANSITIONED
+    assert await saga_row(engine, started.saga_id) == ("awaiting_inventory", 2)
+
+
+async def test_a_saga_another_replica_moved_is_decided_from_a_read(
+    replicas: tuple[Replica, Replica], engine: AsyncEngine
+) -> None:
+    first, second = replicas
+    submitted = order_submitted()
+    order_id = submitted.payload.order_id
+    started = await first.step(Incoming.from_envelope(submitted))  # first remembers version 1
+    moved = await second.step(paid(order_id, started.saga_id, outstanding(started)))
+    reserved = reply(o.InventoryReserved(order_id=order_id), started.saga_id, outstanding(moved))
+
+    result = await first.step(reserved)  # its version 1 is stale: the write falls short
+
+    assert result.decision is not None and result.decision.outcome is Outcome.TRANSITIONED
+    assert result.decision.to_state == "awaiting_shipment"
+    assert await saga_row(engine, started.saga_id) == ("awaiting_shipment", 3)
+    assert (first.conflicts, result.conflicts) == (0, 0)  # a missed guess is not a race
+
+
+async def test_a_start_delivered_again_is_a_duplicate_wherever_it_lands(
+    replicas: tuple[Replica, Replica], engine: AsyncEngine
+) -> None:
+    first, second = replicas
+    submitted = order_submitted()
+    await first.step(Incoming.from_envelope(submitted))
+
+    again_here = await first.step(Incoming.from_envelope(submitted))  # its saga is cached
+    again_there = await second.step(Incoming.from_envelope(submitted))  # taken as a new saga
+
+    assert again_here.duplicate and again_there.duplicate
+    assert await saga_row(engine, submitted.correlation_id) == ("awaiting_payment", 1)
+
+
+async def test_a_second_saga_for_a_taken_business_key_is_a_duplicate_start(
+    replicas: tuple[Replica, Replica], engine: AsyncEngine
+) -> None:
+    first, second = replicas
+    submitted = order_submitted()
+    await first.step(Incoming.from_envelope(submitted))
+    other_saga = uuid.uuid4()
+    same_order = new_envelope(submitted.payload, correlation_id=other_saga)
+
+    result = await second.step(Incoming.from_envelope(same_order))
+
+    assert result.decision is not None
+    assert result.decision.outcome is Outcome.DUPLICATE_START
+    assert result.saga_id == submitted.correlation_id
+    async with engine.connect() as conn:
+        sagas = await conn.scalar(
+            select(func.count())
+            .select_from(instances)
+            .where(instances.c.business_key == submitted.payload.order_id)
+        )
+    assert sagas == 1
+
+
+async def test_a_refusal_in_a_guessed_batch_is_checked_against_a_read(
+    replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refused step leaves no inbox row, so the write cannot tell a refusal of a message
+    # already processed (a duplicate, to be acked) from a new one. Here the guessed plan of a
+    # redelivered start refuses it, as a workflow action may (DocumentLookupError is one).
+    replica, _ = replicas
+    submitted = order_submitted()
+    await replica.step(Incoming.from_envelope(submitted))
+    decisions = 0
+    decide = plan_module.decide
+
+    def refusing_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decisions
+        decisions += 1
+        if decisions == 1:
+            raise UnexpectedMessage("refused by an action")
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "decide", refusing_first)
+    again = await replica.step(Incoming.from_envelope(submitted))
+
+    assert again.duplicate

@@ -1,0 +1,87 @@
+"""The snapshot cache's rules: when a batch may be guessed, what is kept, when it stands aside."""
+
+from __future__ import annotations
+
+import uuid
+
+from orchestrator.engine import Incoming, RuntimeState, SagaSnapshot
+from orchestrator.store.snapshot_cache import MIN_HIT_RATE, PROBE_EVERY, RECENT, SnapshotCache
+
+START_KEY = ("order", "order-1")
+
+
+def snapshot(saga_id: uuid.UUID, *, finished: bool = False) -> SagaSnapshot:
+    return SagaSnapshot(
+        saga_id=saga_id,
+        workflow="order",
+        business_key=f"order-{saga_id}",
+        state="awaiting_payment",
+        data={},
+        runtime=RuntimeState(),
+        version=1,
+        finished=finished,
+    )
+
+
+def incoming(saga_id: uuid.UUID) -> Incoming:
+    return Incoming.timer(saga_id, "step-timeout", uuid.uuid4())
+
+
+def test_a_batch_is_guessed_only_when_every_saga_is_known_or_starting() -> None:
+    cache = SnapshotCache(10)
+    known, unknown, starting = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    cache.remember([(known, snapshot(known))])
+    guessed = cache.guess([incoming(known), incoming(starting)], [None, START_KEY])
+    assert guessed == {known: snapshot(known)}
+    assert cache.guess([incoming(known), incoming(unknown)], [None, None]) is None
+
+
+def test_finished_and_vanished_sagas_are_not_kept_and_the_oldest_go_first() -> None:
+    cache = SnapshotCache(2)
+    first, second, third, done = (uuid.uuid4() for _ in range(4))
+    cache.remember([(first, snapshot(first)), (second, snapshot(second))])
+    cache.remember([(first, snapshot(first))])  # written again: now the newest
+    cache.remember([(third, snapshot(third)), (done, snapshot(done, finished=True))])
+    assert cache.guess([incoming(second)], [None]) is None  # the oldest went
+    assert cache.guess([incoming(done)], [None]) is None
+    assert set(cache.guess([incoming(first), incoming(third)], [None, None]) or {}) == {
+        first,
+        third,
+    }
+    cache.remember([(third, None)])
+    assert len(cache) == 1
+
+
+def test_a_miss_forgets_the_batchs_sagas() -> None:
+    cache = SnapshotCache(10)
+    saga = uuid.uuid4()
+    cache.remember([(saga, snapshot(saga))])
+    cache.missed([saga])
+    assert cache.guess([incoming(saga)], [None]) is None
+
+
+def test_it_stands_aside_while_guesses_miss_and_probes_now_and_then() -> None:
+    cache = SnapshotCache(10)
+    starting = [incoming(uuid.uuid4())]
+    for _ in range(RECENT // 5):  # enough of a record to judge by
+        assert cache.guess(starting, [START_KEY]) is not None
+        cache.missed([])
+    assert cache.hit_rate() < MIN_HIT_RATE
+    answers = [cache.guess(starting, [START_KEY]) for _ in range(PROBE_EVERY * 3)]
+    assert sum(answer is not None for answer in answers) == 3  # one probe in PROBE_EVERY
+
+
+def test_it_keeps_guessing_while_guesses_hold() -> None:
+    cache = SnapshotCache(10)
+    starting = [incoming(uuid.uuid4())]
+    for _ in range(RECENT * 2):
+        assert cache.guess(starting, [START_KEY]) is not None
+        cache.held()
+
+
+def test_size_zero_never_guesses() -> None:
+    cache = SnapshotCache(0)
+    saga = uuid.uuid4()
+    cache.remember([(saga, snapshot(saga))])
+    assert len(cache) == 0
+    assert cache.guess([incoming(saga)], [START_KEY]) is None
