@@ -98,6 +98,23 @@ MUTANTS = (
         "test_the_next_write_marks_the_rows_earlier_dispatches_confirmed",
     ),
     Mutant(
+        "guessed-refusal-reads-again",
+        "orchestrator/store/saga_store.py",
+        "        if known is not None and any("
+        "isinstance(step, ReportableError) for step in plan.steps):",
+        "        if False:",
+        "tests/integration/test_snapshot_guess.py::"
+        "test_a_refusal_in_a_guessed_batch_is_checked_against_a_read",
+    ),
+    Mutant(
+        "missed-guess-reads-again",
+        "orchestrator/store/saga_store.py",
+        "            except GuessMissed:\n                guessing = False",
+        "            except GuessMissed:\n                pass",
+        "tests/integration/test_snapshot_guess.py::"
+        "test_a_start_delivered_again_is_a_duplicate_wherever_it_lands",
+    ),
+    Mutant(
         "failed-write-gives-its-marks-back",
         "orchestrator/store/saga_store.py",
         "                pending.give_back(marks)",
