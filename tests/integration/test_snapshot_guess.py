@@ -131,16 +131,26 @@ async def test_a_saga_another_replica_moved_is_decided_from_a_read(
 
 
 async def test_a_start_delivered_again_is_a_duplicate_wherever_it_lands(
-    replicas: tuple[Replica, Replica], engine: AsyncEngine
+    replicas: tuple[Replica, Replica], engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = replicas
     submitted = order_submitted()
     await first.step(Incoming.from_envelope(submitted))
+    writes = 0
+    write = batch_module.write
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        nonlocal writes
+        writes += 1
+        await write(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "write", counted)
 
     again_here = await first.step(Incoming.from_envelope(submitted))  # its saga is cached
     again_there = await second.step(Incoming.from_envelope(submitted))  # taken as a new saga
 
     assert again_here.duplicate and again_there.duplicate
+    assert writes == 4  # each: the guess that fell short, then the read's (nothing to write)
     assert await saga_row(engine, submitted.correlation_id) == ("awaiting_payment", 1)
 
 
