@@ -50,6 +50,7 @@ def build_store(
     *,
     clock: Clock = utcnow,
     on_conflict: Callable[[], None] | None = None,
+    on_guess: Callable[[bool], None] | None = None,
     workflows: Workflows | None = None,
 ) -> SagaStore:
     """The one way a SagaStore is wired (the process and the operator CLI share it): the
@@ -62,7 +63,7 @@ def build_store(
         clock=clock,
         dispatch_lease=timedelta(seconds=settings.dispatch_lease_seconds),
         on_conflict=on_conflict,
-        snapshots=SnapshotCache(settings.snapshot_cache_size),
+        snapshots=SnapshotCache(settings.snapshot_cache_size, on_guess),
     )
 
 
@@ -120,6 +121,7 @@ class Orchestrator:
             resources.engine,
             clock=self.clock,
             on_conflict=self.metrics.conflicts.inc,
+            on_guess=self.metrics.observe_guess,
             workflows=self.workflows,
         )
         self.observer = StepObserver(self.metrics, self.workflows)

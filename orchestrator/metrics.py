@@ -59,6 +59,14 @@ class SagaMetrics:
             "Saga steps decided again because another transaction changed the saga first.",
             registry=registry,
         )
+        guesses = Counter(
+            "sagaline_snapshot_guesses_total",
+            "Batches decided from the snapshot cache without reading their sagas, by outcome: "
+            "held (the write went through) or missed (decided again from a read).",
+            ["outcome"],
+            registry=registry,
+        )
+        self._guess_outcomes = (guesses.labels("missed"), guesses.labels("held"))
         self.active = Gauge(
             "sagaline_active_sagas",
             "Unfinished sagas by workflow and state.",
@@ -105,6 +113,9 @@ class SagaMetrics:
             ["queue", "reason"],
             registry=registry,
         )
+
+    def observe_guess(self, held: bool) -> None:
+        self._guess_outcomes[held].inc()
 
 
 class DatabaseSampler(BackgroundLoop):

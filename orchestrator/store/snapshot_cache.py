@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from orchestrator.engine import Incoming, SagaSnapshot
 
@@ -36,8 +36,10 @@ PROBE_EVERY = 50
 class SnapshotCache:
     """Up to `size` sagas as this process last committed them (the oldest entries go first)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, observe: Callable[[bool], None] | None = None) -> None:
         self.size = size
+        self.observe = observe
+        """Told each guess's outcome (True: its write held), for the metrics."""
         self._sagas: dict[uuid.UUID, SagaSnapshot] = {}
         self._recent: deque[bool] = deque(maxlen=RECENT)
         self._since_probe = 0
@@ -61,11 +63,15 @@ class SnapshotCache:
     def held(self) -> None:
         """The write of a guessed batch went through."""
         self._recent.append(True)
+        if self.observe is not None:
+            self.observe(True)
 
     def missed(self, saga_ids: Iterable[uuid.UUID]) -> None:
         """The write of a guessed batch fell short: its sagas are read again from now on."""
         self._recent.append(False)
         self.forget(saga_ids)
+        if self.observe is not None:
+            self.observe(False)
 
     def remember(self, sagas: Iterable[tuple[uuid.UUID, SagaSnapshot | None]]) -> None:
         """Sagas as a committed write left them (None or finished: nothing more to decide)."""

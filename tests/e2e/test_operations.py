@@ -205,6 +205,10 @@ async def test_stuck_saga_found_fixed_and_completed_once(
     assert sample(after, "sagaline_outbox_published_total") > sample(
         before, "sagaline_outbox_published_total"
     )
+    # One orchestrator: its order's steps were decided from what it had committed last.
+    assert sample(after, "sagaline_snapshot_guesses_total", outcome="held") > sample(
+        before, "sagaline_snapshot_guesses_total", outcome="held"
+    )
     assert "sagaline_time_in_state_seconds_bucket" in after
     diagram = sagaline(settings, "diagram", "order", "--saga", str(saga_id))
     assert diagram.returncode == 0, diagram.stderr

@@ -85,3 +85,11 @@ def test_size_zero_never_guesses() -> None:
     cache.remember([(saga, snapshot(saga))])
     assert len(cache) == 0
     assert cache.guess([incoming(saga)], [START_KEY]) is None
+
+
+def test_each_guess_outcome_is_told_to_the_metrics() -> None:
+    outcomes: list[bool] = []
+    cache = SnapshotCache(10, outcomes.append)
+    cache.held()
+    cache.missed([uuid.uuid4()])
+    assert outcomes == [True, False]
