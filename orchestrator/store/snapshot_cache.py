@@ -8,8 +8,9 @@ once: the write checks everything the read would have told (a saga moved meanwhi
 compare-and-swap, a message already recorded or a saga or business key already taken fails its
 insert), and any such shortfall rolls the whole batch back. The store then forgets those sagas
 and decides the batch again from a real read, so a stale entry costs one write, never a wrong
-step. (`sagaline bench --only latency` at 500/s, 2026-12-07: p99 26-33 against 38-45 ms with
-the read.)
+step. (`sagaline bench --only latency --latency-rate 500`, six interleaved pairs in a slow hour
+on 2026-12-07: the read's 1.4-1.9 ms p50 gone, p99 ratio to the bare relay 3.26x against 4.40x
+by the median; docs/benchmark-log.md.)
 
 Replicas compete for one queue, so a saga's next event often reaches another replica, and this
 one's entry for it is then stale. The cache watches its own record: while fewer than
