@@ -6,6 +6,9 @@ version = v either applies on top of exactly the state we decided from, or match
 a message id recorded meanwhile is a conflict too; then nothing of the batch is kept (inbox
 rows included) and the steps are decided again.
 A single message is a batch of one: both paths share one implementation (plan.py, sql.py).
+The intake's batches may skip the read when this process committed every saga of the batch
+last (snapshot_cache.py): the write's checks are the same, and a guess they refuse is decided
+again from a read.
 """
 
 from __future__ import annotations
