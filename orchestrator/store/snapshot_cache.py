@@ -12,6 +12,10 @@ step. (`sagaline bench --only latency --latency-rate 500`, six interleaved pairs
 on 2026-12-07: the read's 1.4-1.9 ms p50 gone, p99 ratio to the bare relay 3.26x against 4.40x
 by the median; docs/benchmark-log.md.)
 
+This holds as long as every change to a saga row bumps its version, as every path in sagaline
+does (steps, operator commands, `sagaline saga migrate`); a tool that edits saga rows in place
+must do the same, or turn the cache off while it runs.
+
 Replicas compete for one queue, so a saga's next event often reaches another replica, and this
 one's entry for it is then stale. The cache watches its own record: while fewer than
 `MIN_HIT_RATE` of the recent guesses held, it stands aside (the batch reads, as without it) and
