@@ -6,9 +6,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from contracts import order as o
 from contracts.envelope import Envelope, new_envelope
 from orchestrator.engine import Incoming
+from orchestrator.store.tables import instances
 
 
 class FakeClock:
@@ -52,3 +56,14 @@ def reply(payload: Any, saga_id: uuid.UUID, command_id: uuid.UUID) -> Incoming:
     """A worker's reply to the command with message id `command_id`."""
     envelope = new_envelope(payload, correlation_id=saga_id, causation_id=command_id)
     return Incoming.from_envelope(envelope)
+
+
+async def sagas_with_key(engine: AsyncEngine, business_key: str) -> int:
+    """How many sagas hold `business_key` (a second start must not make another)."""
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(instances)
+            .where(instances.c.business_key == business_key)
+        )
+    return int(count or 0)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
@@ -28,7 +28,7 @@ from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.messaging.errors import ReportableError
 from sagaline.settings import Settings
-from tests.integration.support import FakeClock, order_submitted, reply
+from tests.integration.support import FakeClock, order_submitted, reply, sagas_with_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -168,13 +168,7 @@ async def test_a_second_saga_for_a_taken_business_key_is_a_duplicate_start(
     assert result.decision is not None
     assert result.decision.outcome is Outcome.DUPLICATE_START
     assert result.saga_id == submitted.correlation_id
-    async with engine.connect() as conn:
-        sagas = await conn.scalar(
-            select(func.count())
-            .select_from(instances)
-            .where(instances.c.business_key == submitted.payload.order_id)
-        )
-    assert sagas == 1
+    assert await sagas_with_key(engine, submitted.payload.order_id) == 1
 
 
 async def test_a_refusal_in_a_guessed_batch_is_checked_against_a_read(

@@ -28,7 +28,7 @@ from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
 from sagaline.db import create_engine
 from sagaline.settings import Settings
-from tests.integration.support import FakeClock, order_submitted, reply
+from tests.integration.support import FakeClock, order_submitted, reply, sagas_with_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -150,13 +150,7 @@ async def test_duplicate_business_key_is_recorded_on_the_existing_saga(
 
     assert result.decision is not None and result.decision.outcome is Outcome.DUPLICATE_START
     assert result.saga_id == first.correlation_id
-    async with engine.connect() as conn:
-        sagas = await conn.scalar(
-            select(func.count())
-            .select_from(instances)
-            .where(instances.c.business_key == first.payload.order_id)
-        )
-    assert sagas == 1
+    assert await sagas_with_key(engine, first.payload.order_id) == 1
 
 
 async def test_concurrent_transitions_of_one_saga_both_apply_in_order(
