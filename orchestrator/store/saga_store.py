@@ -78,6 +78,12 @@ class GuessMissed(ConcurrencyConflict):
     real read (not a race with another transaction, unless that is why the cache was stale)."""
 
 
+def _wrong_guess(error: BaseException) -> bool:
+    """A guessed batch's write fell short of what a read would have shown (a saga moved, a
+    message or key already recorded); a lost deadlock is a race, read or guessed alike."""
+    return isinstance(error, ConcurrencyConflict) and not isinstance(error, sql.LostDeadlock)
+
+
 @dataclass(frozen=True)
 class StepResult:
     decision: Decision | None
@@ -371,10 +377,11 @@ class SagaStore:
         except BaseException as exc:
             if pending is not None:
                 pending.give_back(marks)  # marked again later: the update is idempotent
-            if known is not None and isinstance(exc, ConcurrencyConflict):
+            if known is not None and _wrong_guess(exc):
                 self.snapshots.missed(plan.slots)
                 raise GuessMissed(str(exc)) from None
-            # Committed or not (a lost connection may hide a commit): read these sagas again.
+            # Committed or not (a lost connection may hide a commit), or raced by another
+            # writer (a lost deadlock, a conflict whether guessed or read): read them again.
             self.snapshots.forget(plan.slots)
             raise
         if pending is not None:

@@ -50,6 +50,11 @@ class ConcurrencyConflict(Exception):
     """Another transaction changed a saga (or recorded a message) between our read and write."""
 
 
+class LostDeadlock(ConcurrencyConflict):
+    """Two batches took the same sagas' locks in opposite orders and this one was rolled back:
+    a race with another writer, whatever this batch had read or guessed."""
+
+
 # Statements that find rows by an array of keys probe the key's index once per element: a
 # LATERAL subquery that cannot be flattened (OFFSET 0, or FOR UPDATE) is always a nested loop
 # over the array. `= ANY($1)` or a join with unnest leaves the access path to the planner, which
@@ -415,9 +420,10 @@ async def write(
     ]
     try:
         await conn.execute(_WRITE_CALL, *arguments)
+    except asyncpg.DeadlockDetectedError as exc:
+        raise LostDeadlock(str(exc)) from None
     except asyncpg.TransactionRollbackError as exc:
-        # A shortfall (serialization_failure), or two batches that took the same sagas' locks
-        # in opposite orders (deadlock_detected): either way nothing was kept, decide again.
+        # A shortfall (serialization_failure): nothing was kept, decide again.
         raise ConcurrencyConflict(str(exc)) from None
 
 

@@ -7,13 +7,14 @@ the batch is decided again from a read with the same outcome as if it had read a
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import order as o
@@ -47,6 +48,8 @@ class Replica:
 
     def __init__(self, engine: AsyncEngine, settings: Settings, clock: FakeClock) -> None:
         self.conflicts = 0
+        self.guesses: list[bool] = []
+        """Each guess's outcome, as the metrics see it (True: its write held)."""
         self.store = SagaStore(
             engine,
             settings.topology,
@@ -54,7 +57,7 @@ class Replica:
             WORKFLOWS,
             clock=clock,
             on_conflict=self._count,
-            snapshots=SnapshotCache(100),
+            snapshots=SnapshotCache(100, observe=self.guesses.append),
         )
 
     def _count(self) -> None:
@@ -194,3 +197,60 @@ async def test_a_refusal_in_a_guessed_batch_is_checked_against_a_read(
     again = await replica.step(Incoming.from_envelope(submitted))
 
     assert again.duplicate
+
+
+async def test_a_guessed_batch_that_loses_a_deadlock_is_a_conflict_not_a_wrong_guess(
+    replicas: tuple[Replica, Replica], engine: AsyncEngine
+) -> None:
+    # Another writer locks the batch's second saga, the batch's write locks the first and
+    # waits for the second, and the other writer then asks for the first: PostgreSQL rolls
+    # the batch back (deadlock_detected). The batch's guess was right; it lost a race, as a
+    # batch that read would have.
+    replica, _ = replicas
+    first, second = order_submitted(), order_submitted()
+    started = [await replica.step(Incoming.from_envelope(e)) for e in (first, second)]
+    batch = [
+        paid(envelope.payload.order_id, result.saga_id, outstanding(result))
+        for envelope, result in zip((first, second), started, strict=True)
+    ]
+    async with engine.connect() as other:
+        await other.execute(text("SET LOCAL deadlock_timeout = '60s'"))  # the batch detects it
+        await other.execute(
+            text("SELECT 1 FROM saga.instances WHERE id = :id FOR UPDATE"),
+            {"id": second.correlation_id},
+        )
+        stepping = asyncio.create_task(
+            replica.store.handle_batch(batch, notify_relay=False, guess=True)
+        )
+        try:
+            await waiting_for_a_lock(engine)
+            await other.execute(
+                text("SELECT 1 FROM saga.instances WHERE id = :id FOR UPDATE"),
+                {"id": first.correlation_id},
+            )
+            await other.rollback()
+            results = await asyncio.wait_for(stepping, timeout=30)
+        finally:
+            stepping.cancel()
+
+    assert all(isinstance(r, StepResult) and r.decision for r in results)
+    assert replica.conflicts == 1
+    assert replica.guesses == [True, True]  # the two starts; the lost batch is no guess's miss
+    for envelope in (first, second):
+        assert await saga_row(engine, envelope.correlation_id) == ("awaiting_inventory", 2)
+
+
+async def waiting_for_a_lock(engine: AsyncEngine) -> None:
+    """Until some backend of this database waits for a row lock."""
+    async with asyncio.timeout(10):
+        while True:
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
