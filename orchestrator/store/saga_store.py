@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -389,7 +390,9 @@ class SagaStore:
         if known is not None:
             self.snapshots.held()
         if marking:
-            self.snapshots.remember((i, slot.current) for i, slot in plan.slots.items())
+            self.snapshots.remember(
+                ((i, slot.current) for i, slot in plan.slots.items()), time.monotonic()
+            )
         else:  # the caller's transaction may still roll back
             self.snapshots.forget(plan.slots)
         mark("tx_written")

@@ -21,12 +21,23 @@ one's entry for it is then stale. The cache watches its own record: while fewer 
 `MIN_HIT_RATE` of the recent guesses held, it stands aside (the batch reads, as without it) and
 tries again only every `PROBE_EVERY` batches, so a deployment where it does not pay costs one
 extra write in that many.
+
+When it is full, a saga it does not hold yet takes the place of the entry written longest ago
+only if that entry has not been written for `KEEP_FOR_SECONDS`; otherwise the newcomer is not
+kept (its next batch reads, as without the cache). Evicting the oldest regardless would keep nothing
+useful under a backlog: with more sagas in flight than entries, and every queue served in
+order, the saga written longest ago is the one whose reply comes next. Kept this way, the
+entries it holds keep hitting until their sagas finish or wait on something slower than a
+worker (a person, a timer). (`sagaline bench --only e2e --e2e-orders 2000,30000`, 10,000
+entries: with 30,000 orders in flight 40% of the batches were decided from memory, against
+24% with the oldest evicted regardless; with 2,000, all of them. docs/benchmark-log.md,
+2026-12-07 late.)
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 
 from orchestrator.engine import Incoming, SagaSnapshot
@@ -36,16 +47,29 @@ RECENT = 100
 """How many recent guesses the hit rate is taken over."""
 PROBE_EVERY = 50
 """While the hit rate is low: one guess in this many batches, to notice it recover."""
+KEEP_FOR_SECONDS = 60.0
+"""When full: an entry written more recently than this is not evicted for a newcomer. A reply
+comes back within seconds; under a backlog it waits its turn in every queue, e.g. 30,000
+orders in flight end to end on 2 cores put a saga's steps about 20-50 s apart (the sagas in
+flight over the steps done per second, 650-1,800)."""
 
 
 class SnapshotCache:
-    """Up to `size` sagas as this process last committed them (the oldest entries go first)."""
+    """Up to `size` sagas as this process last committed them, each with when it was written
+    (in the order written: the entry written longest ago first)."""
 
-    def __init__(self, size: int, observe: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        observe: Callable[[bool], None] | None = None,
+        keep_for: float = KEEP_FOR_SECONDS,
+    ) -> None:
         self.size = size
         self.observe = observe
         """Told each guess's outcome (True: its write held), for the metrics."""
-        self._sagas: dict[uuid.UUID, SagaSnapshot] = {}
+        self.keep_for = keep_for
+        """Seconds, on the clock `remember` is given (the store gives `time.monotonic`)."""
+        self._sagas: OrderedDict[uuid.UUID, tuple[SagaSnapshot, float]] = OrderedDict()
         self._recent: deque[bool] = deque(maxlen=RECENT)
         self._since_probe = 0
 
@@ -58,9 +82,9 @@ class SnapshotCache:
             return None
         known: dict[uuid.UUID, SagaSnapshot] = {}
         for incoming, start_key in zip(incomings, start_keys, strict=True):
-            snapshot = self._sagas.get(incoming.saga_id)
-            if snapshot is not None:
-                known[incoming.saga_id] = snapshot
+            entry = self._sagas.get(incoming.saga_id)
+            if entry is not None:
+                known[incoming.saga_id] = entry[0]
             elif start_key is None:
                 return None
         return known
@@ -78,16 +102,27 @@ class SnapshotCache:
         if self.observe is not None:
             self.observe(False)
 
-    def remember(self, sagas: Iterable[tuple[uuid.UUID, SagaSnapshot | None]]) -> None:
-        """Sagas as a committed write left them (None or finished: nothing more to decide)."""
+    def remember(
+        self, sagas: Iterable[tuple[uuid.UUID, SagaSnapshot | None]], written: float
+    ) -> None:
+        """Sagas as a committed write left them at `written` (None or finished: nothing more to
+        decide)."""
         if self.size <= 0:
             return
         for saga_id, snapshot in sagas:
-            self._sagas.pop(saga_id, None)  # re-inserted last: the oldest entries go first
-            if snapshot is not None and not snapshot.finished:
-                self._sagas[saga_id] = snapshot
-        while len(self._sagas) > self.size:
-            del self._sagas[next(iter(self._sagas))]
+            kept = self._sagas.pop(saga_id, None) is not None
+            if snapshot is None or snapshot.finished:
+                continue
+            if kept or len(self._sagas) < self.size or self._evict_stale(written):
+                self._sagas[saga_id] = (snapshot, written)  # last: written most recently
+
+    def _evict_stale(self, now: float) -> bool:
+        """Make room by dropping the entry written longest ago, if it was `keep_for` ago."""
+        oldest, (_, written) = next(iter(self._sagas.items()))
+        if now - written < self.keep_for:
+            return False
+        del self._sagas[oldest]
+        return True
 
     def forget(self, saga_ids: Iterable[uuid.UUID]) -> None:
         """Sagas whose stored state this process may not know (a write that is not yet

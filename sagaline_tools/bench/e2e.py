@@ -27,6 +27,7 @@ from sagaline_tools.bench import cpu
 from sagaline_tools.bench.burst import publish_orders
 from sagaline_tools.bench.config import STEPS_PER_ORDER, BenchConfig
 from sagaline_tools.bench.env import BenchEnv
+from sagaline_tools.bench.guesses import snapshot_guesses
 from sagaline_tools.bench.orchestrator_run import alive, history_mark
 from sagaline_tools.bench.procs import wait_ready
 from sagaline_tools.bench.progress import Step
@@ -105,6 +106,7 @@ async def _rung(env: BenchEnv, step: Step, orders: int) -> dict[str, Any]:
         )
         ended = samples[-1].at
         cpu_after = cpu.snapshot(pids, env.servers)
+        guesses = await snapshot_guesses(orchestrator.port)
         states = {
             r["state"]: int(r["n"])
             for r in await conn.fetch(
@@ -134,6 +136,7 @@ async def _rung(env: BenchEnv, step: Step, orders: int) -> dict[str, Any]:
         },
         "monitoring": finished.report(seconds),
         "planner": planner,
+        "snapshot_guesses": guesses,
     }
 
 

@@ -210,6 +210,19 @@ def _per_saga(rung: Mapping[str, Any]) -> str:
     return text
 
 
+def _guessed(rung: Mapping[str, Any]) -> str:
+    """The share of the orchestrator's batches decided without their read, e.g. "batches
+    decided from the snapshot cache: 41% (8 guesses missed)"."""
+    guesses = rung.get("snapshot_guesses") or {}
+    share = guesses.get("share_held")
+    if share is None:
+        return ""
+    return (
+        f"batches decided from the snapshot cache: {share:.0%} ({guesses['missed']:,} guesses"
+        " missed)"
+    )
+
+
 def _e2e(e2e: Mapping[str, Any], base_rate: float | None) -> Figure:
     rate = e2e.get("sagas_per_s")
     hops = ratio(rate * HOPS_PER_ORDER if rate else None, base_rate)
@@ -223,7 +236,7 @@ def _e2e(e2e: Mapping[str, Any], base_rate: float | None) -> Figure:
         "sagas/s",
         goal=f">= {GOAL_E2E_SAGAS_PER_S:g} sagas/s",
         status=_status(rate is not None and rate >= GOAL_E2E_SAGAS_PER_S),
-        note=_join(note, _cores(e2e), _per_saga(e2e)),
+        note=_join(note, _cores(e2e), _per_saga(e2e), _guessed(e2e)),
     )
 
 
@@ -253,7 +266,7 @@ def _growth(e2e: Mapping[str, Any]) -> list[Figure]:
                 goal,
                 status,
                 at_goal_size=not last or rung["orders"] >= GOAL_GROWTH_ORDERS,
-                note=_per_saga(rung),
+                note=_join(_per_saga(rung), _guessed(rung)),
             )
         )
     return out

@@ -5,7 +5,13 @@ from __future__ import annotations
 import uuid
 
 from orchestrator.engine import Incoming, RuntimeState, SagaSnapshot
-from orchestrator.store.snapshot_cache import MIN_HIT_RATE, PROBE_EVERY, RECENT, SnapshotCache
+from orchestrator.store.snapshot_cache import (
+    KEEP_FOR_SECONDS,
+    MIN_HIT_RATE,
+    PROBE_EVERY,
+    RECENT,
+    SnapshotCache,
+)
 
 START_KEY = ("order", "order-1")
 
@@ -30,32 +36,53 @@ def incoming(saga_id: uuid.UUID) -> Incoming:
 def test_a_batch_is_guessed_only_when_every_saga_is_known_or_starting() -> None:
     cache = SnapshotCache(10)
     known, unknown, starting = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    cache.remember([(known, snapshot(known))])
+    cache.remember([(known, snapshot(known))], 0.0)
     guessed = cache.guess([incoming(known), incoming(starting)], [None, START_KEY])
     assert guessed == {known: snapshot(known)}
     assert cache.guess([incoming(known), incoming(unknown)], [None, None]) is None
 
 
-def test_finished_and_vanished_sagas_are_not_kept_and_the_oldest_go_first() -> None:
+def test_finished_and_vanished_sagas_are_not_kept_and_the_oldest_stale_entry_goes_first() -> None:
     cache = SnapshotCache(2)
     first, second, third, done = (uuid.uuid4() for _ in range(4))
-    cache.remember([(first, snapshot(first)), (second, snapshot(second))])
-    cache.remember([(first, snapshot(first))])  # written again: now the newest
-    cache.remember([(third, snapshot(third)), (done, snapshot(done, finished=True))])
+    cache.remember([(first, snapshot(first)), (second, snapshot(second))], 0.0)
+    cache.remember([(first, snapshot(first))], 1.0)  # written again: now the newest
+    later = KEEP_FOR_SECONDS
+    cache.remember([(third, snapshot(third)), (done, snapshot(done, finished=True))], later)
     assert cache.guess([incoming(second)], [None]) is None  # the oldest went
     assert cache.guess([incoming(done)], [None]) is None
     assert set(cache.guess([incoming(first), incoming(third)], [None, None]) or {}) == {
         first,
         third,
     }
-    cache.remember([(third, None)])
+    cache.remember([(third, None)], later)
     assert len(cache) == 1
+
+
+def test_when_full_a_newcomer_waits_until_the_oldest_entry_is_stale() -> None:
+    # Under a backlog the saga written longest ago is the one whose reply comes next: keeping
+    # it (and not the newcomer) is what lets the cache hit at all.
+    cache = SnapshotCache(2, keep_for=60.0)
+    first, second, newcomer = (uuid.uuid4() for _ in range(3))
+    cache.remember([(first, snapshot(first)), (second, snapshot(second))], 100.0)
+
+    cache.remember([(newcomer, snapshot(newcomer))], 159.0)
+    assert cache.guess([incoming(newcomer)], [None]) is None
+    assert cache.guess([incoming(first), incoming(second)], [None, None]) is not None
+
+    cache.remember([(first, snapshot(first))], 159.5)  # a held saga is always written again
+    cache.remember([(newcomer, snapshot(newcomer))], 160.0)  # `second`: 60 s unwritten
+    assert cache.guess([incoming(second)], [None]) is None
+    assert set(cache.guess([incoming(first), incoming(newcomer)], [None, None]) or {}) == {
+        first,
+        newcomer,
+    }
 
 
 def test_a_miss_forgets_the_batchs_sagas() -> None:
     cache = SnapshotCache(10)
     saga = uuid.uuid4()
-    cache.remember([(saga, snapshot(saga))])
+    cache.remember([(saga, snapshot(saga))], 0.0)
     cache.missed([saga])
     assert cache.guess([incoming(saga)], [None]) is None
 
@@ -82,7 +109,7 @@ def test_it_keeps_guessing_while_guesses_hold() -> None:
 def test_size_zero_never_guesses() -> None:
     cache = SnapshotCache(0)
     saga = uuid.uuid4()
-    cache.remember([(saga, snapshot(saga))])
+    cache.remember([(saga, snapshot(saga))], 0.0)
     assert len(cache) == 0
     assert cache.guess([incoming(saga)], [START_KEY]) is None
 
