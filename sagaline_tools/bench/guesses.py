@@ -1,9 +1,11 @@
 """How many of the orchestrator's batches were decided without their read (its snapshot cache),
-read from the orchestrator's own /metrics once a section's work is done.
+and how long its garbage collector stood still, read from the orchestrator's own /metrics once
+a section's work is done.
 
-A run's rate depends on this share (a guessed batch saves a database round trip), and the share
-depends on how many sagas are in flight against the cache's size, so the sections that run the
-real orchestrator report it beside their rates.
+A run's rate depends on this share (a guessed batch saves a database round trip and decoding
+the rows), and the share depends on how many sagas are in flight against the cache's size;
+the entries it holds are long-lived objects every full collection walks. So the sections that
+run the real orchestrator report both beside their rates.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 GUESSES = "sagaline_snapshot_guesses"
 BATCHES = "sagaline_batch_size"
+GC_PAUSES = "sagaline_gc_pause_seconds"
 
 
 async def snapshot_guesses(port: int | None) -> dict[str, Any] | None:
-    """Batches the intake applied, and guesses that held and missed; None when the process
-    cannot be asked (no port, or no answer): the report then says nothing of it."""
+    """Batches the intake applied, guesses that held and missed, and the collector's pauses;
+    None when the process cannot be asked (no port, or no answer): the report says nothing."""
     if port is None:
         return None
     try:
@@ -32,6 +35,7 @@ async def snapshot_guesses(port: int | None) -> dict[str, Any] | None:
 
 def parse_guesses(text: str) -> dict[str, Any]:
     held = missed = batches = 0.0
+    gc_seconds: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == f"{GUESSES}_total":
@@ -41,11 +45,14 @@ def parse_guesses(text: str) -> dict[str, Any]:
                     missed += sample.value
             elif sample.name == f"{BATCHES}_count":
                 batches += sample.value
+            elif sample.name == f"{GC_PAUSES}_sum":
+                gc_seconds[sample.labels.get("generation", "")] = sample.value
     return {
         "batches": int(batches),
         "held": int(held),
         "missed": int(missed),
         "share_held": held / batches if batches else None,
+        "gc_pause_seconds": {generation: round(v, 3) for generation, v in gc_seconds.items()},
     }
 
 

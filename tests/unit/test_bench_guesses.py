@@ -15,12 +15,16 @@ def test_guesses_and_batches_are_read_from_the_exposition() -> None:
     batches = Histogram("sagaline_batch_size", "", ["consumer"], registry=registry)
     for size in (1, 4, 8, 8):
         batches.labels("orchestrator").observe(size)
+    pauses = Histogram("sagaline_gc_pause_seconds", "", ["generation"], registry=registry)
+    pauses.labels("2").observe(0.25)
+    pauses.labels("2").observe(0.5)
 
     assert parse_guesses(generate_latest(registry).decode()) == {
         "batches": 4,
         "held": 3,
         "missed": 1,
         "share_held": 0.75,
+        "gc_pause_seconds": {"2": 0.75},
     }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
+from datetime import UTC, datetime
 
 from orchestrator.engine import Incoming, RuntimeState, SagaSnapshot
 from orchestrator.store.snapshot_cache import (
@@ -120,3 +122,47 @@ def test_each_guess_outcome_is_told_to_the_metrics() -> None:
     cache.held()
     cache.missed([uuid.uuid4()])
     assert outcomes == [True, False]
+
+
+def test_a_guessed_saga_is_what_was_written_not_the_objects_that_went_on() -> None:
+    cache = SnapshotCache(10)
+    saga = uuid.uuid4()
+    command = uuid.uuid4()
+    written = SagaSnapshot(
+        saga_id=saga,
+        workflow="order",
+        business_key="order-1",
+        state="awaiting_payment",
+        data={"lines": [{"sku": "sku-1", "quantity": 2}], "payment_id": None},
+        runtime=RuntimeState(outstanding=frozenset({command}), reason="why"),
+        version=3,
+        finished=False,
+        updated_at=datetime(2026, 12, 7, 22, 40, tzinfo=UTC),
+        definition_version=2,
+    )
+    cache.remember([(saga, written)], 0.0)
+    written.data["lines"][0]["quantity"] = 5  # the plan's objects live on after its write
+
+    guessed = (cache.guess([incoming(saga)], [None]) or {})[saga]
+
+    assert guessed.data == {"lines": [{"sku": "sku-1", "quantity": 2}], "payment_id": None}
+    assert (guessed.runtime, guessed.version, guessed.updated_at) == (
+        written.runtime,
+        3,
+        written.updated_at,
+    )
+    assert (guessed.workflow, guessed.business_key, guessed.definition_version) == (
+        "order",
+        "order-1",
+        2,
+    )
+
+
+def test_entries_hold_nothing_the_garbage_collector_walks() -> None:
+    # Every full collection walks each tracked object; 10,000 snapshots kept as objects made
+    # the orchestrator's collections 2.3x longer in a 30,000-order run.
+    cache = SnapshotCache(100)
+    sagas = [uuid.uuid4() for _ in range(50)]
+    cache.remember([(saga, snapshot(saga)) for saga in sagas], 0.0)
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in cache._sagas.values())
