@@ -127,14 +127,15 @@ class SnapshotCache:
         message is taken as new and each start as unclaimed), or None: read them."""
         if self.size <= 0 or not self._worth_a_guess():
             return None
-        known: dict[uuid.UUID, SagaSnapshot] = {}
+        sagas = self._sagas
         for incoming, start_key in zip(incomings, start_keys, strict=True):
-            entry = self._sagas.get(incoming.saga_id)
-            if entry is not None:
-                known[incoming.saga_id] = _snapshot(incoming.saga_id, entry)
-            elif start_key is None:
-                return None
-        return known
+            if start_key is None and incoming.saga_id not in sagas:
+                return None  # before decoding any: one unknown saga and the batch reads
+        return {
+            i.saga_id: _snapshot(i.saga_id, sagas[i.saga_id])
+            for i in incomings
+            if i.saga_id in sagas
+        }
 
     def held(self) -> None:
         """The write of a guessed batch went through."""
