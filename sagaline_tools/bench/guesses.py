@@ -2,10 +2,10 @@
 and how long its garbage collector stood still, read from the orchestrator's own /metrics once
 a section's work is done.
 
-A run's rate depends on this share (a guessed batch saves a database round trip and decoding
-the rows), and the share depends on how many sagas are in flight against the cache's size;
-the entries it holds are long-lived objects every full collection walks. So the sections that
-run the real orchestrator report both beside their rates.
+A run's rate depends on this share (a guessed batch saves a database round trip), and the
+share depends on how many sagas are in flight against the cache's size. The collector's pauses
+showed what the cache's entries cost while they were kept as objects (docs/benchmark-log.md,
+2026-12-07 late), and show any such cost again. So the e2e rungs report both.
 """
 
 from __future__ import annotations
