@@ -8,7 +8,6 @@ The clock moves instead of the tests sleeping; TimerLoop fires what is due at th
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ from orchestrator.store.saga_store import SagaStore
 from orchestrator.store.tables import history, instances, outbox, timers
 from orchestrator.timers import TimerLoop
 from orchestrator.workflows import WORKFLOWS
-from sagaline.db import create_engine
 from sagaline.settings import Settings
 from tests.integration.support import FakeClock, reply
 
@@ -33,15 +31,6 @@ STEP_TIMEOUT = timedelta(minutes=2)
 SLA = timedelta(hours=48)
 ESCALATION = timedelta(hours=24)
 STEWARD, DBA = "data_steward", "dba"
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    value = create_engine(settings, pool_size=5)
-    try:
-        yield value
-    finally:
-        await value.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,21 +25,11 @@ from orchestrator.store.saga_store import SagaStore, StepResult
 from orchestrator.store.snapshot_cache import SnapshotCache
 from orchestrator.store.tables import instances
 from orchestrator.workflows import WORKFLOWS
-from sagaline.db import create_engine
 from sagaline.messaging.errors import ReportableError
 from sagaline.settings import Settings
 from tests.integration.support import FakeClock, order_submitted, reply, sagas_with_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    value = create_engine(settings, pool_size=5)
-    try:
-        yield value
-    finally:
-        await value.dispose()
 
 
 class Replica:

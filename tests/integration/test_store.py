@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import cast
@@ -33,15 +32,6 @@ from tests.integration.support import FakeClock, order_submitted, reply, sagas_w
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 STEP_TIMEOUT = timedelta(minutes=2)
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    value = create_engine(settings, pool_size=5)
-    try:
-        yield value
-    finally:
-        await value.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ state and an added step); "deploying" it is building the store with version 1 an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -37,15 +36,6 @@ from tests.integration.versions_support import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    value = create_engine(settings, pool_size=3)
-    try:
-        yield value
-    finally:
-        await value.dispose()
 
 
 async def test_every_saga_records_the_version_it_started_under(
