@@ -30,6 +30,34 @@ def freeze_startup_heap() -> int:
     return gc.get_freeze_count()
 
 
+def set_young_threshold(threshold: int) -> int:
+    """Collect the youngest generation every `threshold` net new objects; returns the old value.
+
+    The older generations keep their thresholds: they count collections of the one below.
+    """
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(threshold, middle, old)
+    return young
+
+
+class YoungThreshold:
+    """The service's young-generation threshold, applied while it runs and undone on stop
+    (tests run services in-process, and the next test must find CPython's default)."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self._before: int | None = None
+
+    def apply(self) -> None:
+        if self._before is None:
+            self._before = set_young_threshold(self.threshold)
+
+    def restore(self) -> None:
+        if self._before is not None:
+            set_young_threshold(self._before)
+            self._before = None
+
+
 class GcPauses:
     """How long the cyclic collector stops the process, per generation (a gc callback)."""
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import Topology
 from sagaline.db import create_engine
-from sagaline.gc_tuning import GcPauses
+from sagaline.gc_tuning import GcPauses, YoungThreshold
 from sagaline.http_routes import ServiceApp
 from sagaline.messaging import nodes
 from sagaline.messaging.batching import (
@@ -105,6 +105,7 @@ def build_service(
     parking copies are sent as its own broker user either way."""
     registry = CollectorRegistry()
     gc_pauses = GcPauses(registry)
+    young_threshold = YoungThreshold(settings.gc_young_threshold)
     link = LinkLog(consumer)
     broker = RabbitBroker(
         nodes.broker_url(settings.amqp_url),
@@ -151,6 +152,7 @@ def build_service(
         # (sagaline.gc_tuning says what a full collection of it cost the latency tail).
         frozen = gc_pauses.freeze()
         gc_pauses.install()
+        young_threshold.apply()
         background.extend(make_background(resources))
         for loop in background:
             await loop.start()
@@ -168,6 +170,7 @@ def build_service(
         if hasattr(resources, "engine"):
             await resources.engine.dispose()
         gc_pauses.uninstall()
+        young_threshold.restore()
         log.info("stopped gracefully", extra={"consumer": consumer})
 
     @get(include_in_schema=False)

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     """How many sagas the orchestrator remembers as it last committed them, so that a batch of
     replies to its own commands skips its read (orchestrator/store/snapshot_cache.py); 0 turns
     it off. A stale entry costs one write, decided again from a read, never a wrong step."""
+    gc_young_threshold: int = Field(default=700, ge=100, le=10_000_000)
+    """Net new container objects between two collections of the youngest generation (the first
+    number of `gc.set_threshold`; CPython's default is 700).
+    Objects a batch builds die by reference counting once it is done; a higher threshold lets
+    them die before a collection walks them and promotes them to older generations."""
     timer_poll_seconds: float = Field(default=1.0, gt=0)
     timer_batch_size: int = Field(default=1000, ge=1, le=10_000)
     """Due timers fired per round (one transaction). Matters when many fall due at once, e.g.

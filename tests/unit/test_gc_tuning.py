@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sagaline.gc_tuning import GcPauses, freeze_startup_heap
+from sagaline.gc_tuning import GcPauses, YoungThreshold, freeze_startup_heap
 
 
 @pytest.fixture
@@ -64,3 +64,19 @@ def test_pauses_are_observed_per_generation_while_installed() -> None:
     observed = pause_count(registry, "2")
     gc.collect()
     assert pause_count(registry, "2") == observed
+
+
+def test_the_young_threshold_holds_while_the_service_runs_and_is_undone_on_stop() -> None:
+    before = gc.get_threshold()
+    threshold = YoungThreshold(before[0] * 10)
+
+    threshold.apply()
+    threshold.apply()  # a second start must not take the raised value as the one to restore
+    try:
+        assert gc.get_threshold() == (before[0] * 10, before[1], before[2])
+    finally:
+        threshold.restore()
+
+    assert gc.get_threshold() == before
+    threshold.restore()
+    assert gc.get_threshold() == before
