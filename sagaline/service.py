@@ -105,7 +105,7 @@ def build_service(
     parking copies are sent as its own broker user either way."""
     registry = CollectorRegistry()
     gc_pauses = GcPauses(registry)
-    young_threshold = YoungThreshold(settings.gc_young_threshold)
+    young_threshold = YoungThreshold(settings.gc_young_threshold, registry)
     link = LinkLog(consumer)
     broker = RabbitBroker(
         nodes.broker_url(settings.amqp_url),

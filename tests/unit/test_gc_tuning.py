@@ -68,12 +68,14 @@ def test_pauses_are_observed_per_generation_while_installed() -> None:
 
 def test_the_young_threshold_holds_while_the_service_runs_and_is_undone_on_stop() -> None:
     before = gc.get_threshold()
-    threshold = YoungThreshold(before[0] * 10)
+    registry = CollectorRegistry()
+    threshold = YoungThreshold(before[0] * 10, registry)
 
     threshold.apply()
     threshold.apply()  # a second start must not take the raised value as the one to restore
     try:
         assert gc.get_threshold() == (before[0] * 10, before[1], before[2])
+        assert registry.get_sample_value("sagaline_gc_young_threshold") == before[0] * 10
     finally:
         threshold.restore()
 
