@@ -372,7 +372,7 @@ class SagaStore:
         pending = self.pending_marks if marking else None
         marks = pending.take() if pending is not None else []
         try:
-            await sql.write(
+            texts = await sql.write(
                 conn, plan, notify_relay=notify_relay, dispatch_lease=lease, marks=marks
             )
         except BaseException as exc:
@@ -391,7 +391,7 @@ class SagaStore:
             self.snapshots.held()
         if marking:
             self.snapshots.remember(
-                ((i, slot.current) for i, slot in plan.slots.items()), time.monotonic()
+                ((i, slot.current) for i, slot in plan.slots.items()), time.monotonic(), texts
             )
         else:  # the caller's transaction may still roll back
             self.snapshots.forget(plan.slots)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from orchestrator.engine import Incoming, RuntimeState, SagaSnapshot
@@ -71,13 +71,15 @@ definition version, and when it was written (on the clock `remember` is given). 
 the garbage collector does not track: the tuple is untracked at its first collection."""
 
 
-def _entry(snapshot: SagaSnapshot, written: float) -> Entry:
+def _entry(snapshot: SagaSnapshot, written: float, texts: tuple[str, str] | None) -> Entry:
+    """`texts`: the data and runtime as the write sent them (None: a saga it held unchanged)."""
+    data, runtime = texts or (json_text(snapshot.data), json_text(snapshot.runtime.to_json()))
     return (
         snapshot.workflow,
         snapshot.business_key,
         snapshot.state,
-        json_text(snapshot.data),
-        json_text(snapshot.runtime.to_json()),
+        data,
+        runtime,
         snapshot.version,
         snapshot.updated_at,
         snapshot.definition_version,
@@ -151,10 +153,15 @@ class SnapshotCache:
             self.observe(False)
 
     def remember(
-        self, sagas: Iterable[tuple[uuid.UUID, SagaSnapshot | None]], written: float
+        self,
+        sagas: Iterable[tuple[uuid.UUID, SagaSnapshot | None]],
+        written: float,
+        texts: Mapping[uuid.UUID, tuple[str, str]] | None = None,
     ) -> None:
         """Sagas as a committed write left them at `written` (None or finished: nothing more to
-        decide)."""
+        decide); `texts`: the data and runtime text the write sent, by saga, kept as they are
+        (a saga missing from it is encoded here)."""
+        known = texts or {}
         if self.size <= 0:
             return
         for saga_id, snapshot in sagas:
@@ -162,7 +169,8 @@ class SnapshotCache:
             if snapshot is None or snapshot.finished:
                 continue
             if kept or len(self._sagas) < self.size or self._evict_stale(written):
-                self._sagas[saga_id] = _entry(snapshot, written)  # last: written most recently
+                # Last in the order: written most recently.
+                self._sagas[saga_id] = _entry(snapshot, written, known.get(saga_id))
 
     def _evict_stale(self, now: float) -> bool:
         """Make room by dropping the entry written longest ago, if it was `keep_for` ago."""

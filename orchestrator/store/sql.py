@@ -46,6 +46,10 @@ from orchestrator.store.plan import Plan
 NOTIFY_CHANNEL = "sagaline_outbox"
 
 
+SagaTexts = dict[uuid.UUID, tuple[str, str]]
+"""Each saga a write inserted or updated: its data and runtime as the JSON text written."""
+
+
 class ConcurrencyConflict(Exception):
     """Another transaction changed a saga (or recorded a message) between our read and write."""
 
@@ -390,10 +394,11 @@ async def write(
     notify_relay: bool = True,
     dispatch_lease: timedelta | None = None,
     marks: Sequence[Mark] = (),
-) -> None:
+) -> SagaTexts:
     """Apply the plan in one call; ConcurrencyConflict when any saga moved or any message was
     recorded since the read, or the call lost a deadlock to another batch. Outside a
-    transaction the call commits; inside, the caller's does.
+    transaction the call commits; inside, the caller's does. Returns the texts it wrote for
+    the sagas (the snapshot cache keeps them as they are, instead of encoding them again).
 
     `notify_relay` wakes the outbox relay at commit (unless the caller dispatches itself).
     `dispatch_lease`: the caller publishes the outbox rows itself; the relay loop leaves them
@@ -401,13 +406,14 @@ async def write(
     if not any(
         (plan.inbox, plan.slots, plan.history, plan.outbox, plan.timers, plan.finished, marks)
     ):
-        return  # only duplicates, nothing to mark: nothing to write
+        return {}  # only duplicates, nothing to mark: nothing to write
     sets = [(s, n, v[0], v[1]) for (s, n), v in plan.timers.items() if v is not None]
     cancels = [(s, n) for (s, n), v in plan.timers.items() if v is None]
     wake = notify_relay and bool(plan.outbox)
+    texts: SagaTexts = {}
     arguments = [
         *_columns([(*row, plan.now) for row in plan.inbox], 4),
-        *_saga_columns(plan),
+        *_saga_columns(plan, texts),
         *_columns(plan.history, 11),
         *_outbox_columns(plan),
         dispatch_lease,
@@ -425,6 +431,7 @@ async def write(
     except asyncpg.TransactionRollbackError as exc:
         # A shortfall (serialization_failure): nothing was kept, decide again.
         raise ConcurrencyConflict(str(exc)) from None
+    return texts
 
 
 def _outbox_columns(plan: Plan) -> list[list[Any]]:
@@ -433,33 +440,30 @@ def _outbox_columns(plan: Plan) -> list[list[Any]]:
     return columns
 
 
-def _saga_columns(plan: Plan) -> list[list[Any]]:
-    """The arguments of the insert, the update and the hold, in that order."""
+def _saga_columns(plan: Plan, texts: SagaTexts) -> list[list[Any]]:
+    """The arguments of the insert, the update and the hold, in that order; `texts` gets each
+    inserted or updated saga's data and runtime text."""
     new_rows: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
     holds: list[tuple[uuid.UUID, int]] = []
     for saga_id, slot in plan.slots.items():
-        current = slot.current
+        current, loaded = slot.current, slot.loaded
         if current is None:
             continue
+        if loaded is not None and current is loaded:  # only ignored steps: change nothing
+            holds.append((saga_id, loaded.version))
+            continue
+        data, runtime = json_text(current.data), json_text(current.runtime.to_json())
+        texts[saga_id] = data, runtime
+        values = (current.state, data, runtime, current.version)
         finished_at = plan.now if current.finished else None
-        values = (
-            current.state,
-            json_text(current.data),
-            json_text(current.runtime.to_json()),
-            current.version,
-        )
-        if slot.loaded is None:
+        if loaded is None:
             identity = (saga_id, current.workflow, current.business_key)
             new_rows.append(
                 (*identity, *values, plan.now, plan.now, finished_at, current.definition_version)
             )
-            continue
-        loaded = slot.loaded
-        if current is loaded:  # only ignored steps: hold the version, change nothing
-            holds.append((saga_id, loaded.version))
-            continue
-        updates.append((saga_id, loaded.version, *values, current.updated_at, finished_at))
+        else:
+            updates.append((saga_id, loaded.version, *values, current.updated_at, finished_at))
     return [*_columns(new_rows, 11), *_columns(updates, 8), *_columns(holds, 2)]
 
 

@@ -20,6 +20,7 @@ from contracts import order as o
 from contracts.envelope import new_envelope
 from orchestrator.engine import EngineConfig, Incoming, Outcome, UnexpectedMessage
 from orchestrator.store import plan as plan_module
+from orchestrator.store import snapshot_cache as cache_module
 from orchestrator.store import sql as batch_module
 from orchestrator.store.saga_store import SagaStore, StepResult
 from orchestrator.store.snapshot_cache import SnapshotCache
@@ -102,6 +103,35 @@ async def test_a_reply_to_its_own_command_is_decided_without_a_read(
 
     assert moved.decision is not None and moved.decision.outcome is Outcome.TRANSITIONED
     assert await saga_row(engine, started.saga_id) == ("awaiting_inventory", 2)
+
+
+async def test_the_cache_keeps_the_text_the_write_sent_without_encoding_it_again(
+    replicas: tuple[Replica, Replica], engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica, _ = replicas
+
+    def encoded_again(_: object) -> str:
+        raise AssertionError("the cache encoded a saga the write had encoded")
+
+    monkeypatch.setattr(cache_module, "json_text", encoded_again)
+    submitted = order_submitted()
+    started = await replica.step(Incoming.from_envelope(submitted))
+    await replica.step(paid(submitted.payload.order_id, started.saga_id, outstanding(started)))
+
+    cached = replica.store.snapshots.guess(
+        [Incoming.timer(started.saga_id, "t", uuid.uuid4())], [None]
+    )
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                select(instances.c.data, instances.c.runtime).where(
+                    instances.c.id == started.saga_id
+                )
+            )
+        ).one()
+    assert cached is not None
+    assert cached[started.saga_id].data == stored.data
+    assert cached[started.saga_id].runtime.to_json() == stored.runtime
 
 
 async def test_a_saga_another_replica_moved_is_decided_from_a_read(

@@ -158,6 +158,20 @@ def test_a_guessed_saga_is_what_was_written_not_the_objects_that_went_on() -> No
     )
 
 
+def test_a_saga_is_kept_as_the_text_the_write_sent() -> None:
+    cache = SnapshotCache(10)
+    sent, held = uuid.uuid4(), uuid.uuid4()
+    # The write's text and the snapshot agree in use; here they differ, to see which is kept.
+    text = ('{"sent": true}', '{"outstanding": [], "reason": "sent"}')
+
+    cache.remember([(sent, snapshot(sent)), (held, snapshot(held))], 0.0, {sent: text})
+
+    guessed = cache.guess([incoming(sent), incoming(held)], [None, None]) or {}
+    assert guessed[sent].data == {"sent": True}
+    assert guessed[sent].runtime.reason == "sent"
+    assert guessed[held] == snapshot(held)  # not in the write's texts: encoded from the saga
+
+
 def test_entries_hold_nothing_the_garbage_collector_walks() -> None:
     # Every full collection walks each tracked object; 10,000 snapshots kept as objects made
     # the orchestrator's collections 2.3x longer in a 30,000-order run.
